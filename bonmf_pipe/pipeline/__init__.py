@@ -1,0 +1,1 @@
+"""bonmf-pipe pipeline."""
