@@ -43,9 +43,9 @@ def _check_read_only(query: str) -> None:
             )
 
 
-def fetch_arrow(result: duckdb.DuckDBPyConnection) -> pa.Table:
-    """The pending result as an Arrow table (DuckDB 2 renamed fetch_arrow_table)."""
-    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+def fetch_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    """A relation's rows as an Arrow table (DuckDB 2 renamed fetch_arrow_table)."""
+    fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
     return fetch()
 
 
@@ -61,7 +61,7 @@ def query(store: Store, sql: str) -> pa.Table:
         statements = duckdb.extract_statements(sql)
         for st in statements[:-1]:
             con.execute(st.query)
-        return fetch_arrow(con.execute(statements[-1].query))
+        return fetch_arrow(con.sql(statements[-1].query))
     except duckdb.Error as exc:
         views = ", ".join(sorted(all_views(store))) or "none (run `bonmf-pipe ingest` first)"
         raise QueryError(f"SQL error: {_clean(exc)}\nViews in this store: {views}") from exc

@@ -1,0 +1,145 @@
+"""Feature sets: per modality and encoder key, vectors of every item's current content.
+
+Layout: ``<store>/features/<modality>/<encoder-key>/manifest.json`` + ``part-*.parquet``,
+each row ``(item_id, content_hash, vector)``. The manifest's ``extra`` holds
+``encoder_key``, ``spec`` (everything that went into the key), ``dim``, ``dtype`` and
+``modality``. The content hash of a text is the SHA-256 of its UTF-8 bytes; of a poster,
+the SHA-256 of the file's bytes (``items.poster_sha256``). A feature row is *current*
+when its (item_id, content_hash) matches the items table, so an edited title never
+picks up a stale vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from bonmf_pipe.errors import StoreError
+from bonmf_pipe.featurestore.manifest import read_manifest
+from bonmf_pipe.featurestore.store import Store
+
+MODALITIES = ("text", "image")
+
+
+def text_content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def feature_dir(store: Store, modality: str, key: str) -> Path:
+    return store.features_dir / modality / key
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    modality: str
+    key: str
+    dim: int
+    dtype: str
+    rows: int
+    updated_at: float
+    folder: Path
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+def feature_sets(store: Store, modality: str | None = None) -> list[FeatureSet]:
+    """Every feature set in the store (optionally of one modality), newest first."""
+    out: list[FeatureSet] = []
+    for mod in (modality,) if modality else MODALITIES:
+        base = store.features_dir / mod
+        if not base.exists():
+            continue
+        for folder in base.iterdir():
+            m = read_manifest(folder) if folder.is_dir() else None
+            if m is None:
+                continue
+            out.append(
+                FeatureSet(
+                    modality=mod,
+                    key=folder.name,
+                    dim=int(m.extra.get("dim", 0)),
+                    dtype=str(m.extra.get("dtype", "")),
+                    rows=m.rows,
+                    updated_at=m.created_at,
+                    folder=folder,
+                    spec=m.extra.get("spec", {}),
+                )
+            )
+    return sorted(out, key=lambda f: f.updated_at, reverse=True)
+
+
+def resolve_feature_set(store: Store, modality: str, key: str | None = None) -> FeatureSet:
+    """The feature set named by ``key`` (a full key or a unique prefix), else the newest."""
+    sets = feature_sets(store, modality)
+    if not sets:
+        raise StoreError(
+            f"The store at {store.root} has no {modality} features. Run `bonmf-pipe encode "
+            f"--modality {modality}` first, or train with --features that leave {modality} out."
+        )
+    if key is None:
+        return sets[0]
+    matches = [s for s in sets if s.key == key] or [s for s in sets if s.key.startswith(key)]
+    if len(matches) != 1:
+        known = ", ".join(s.key for s in sets)
+        what = "matches several" if matches else "matches none"
+        raise StoreError(f"{modality} encoder key '{key}' {what} of the keys in the store: {known}.")
+    return matches[0]
+
+
+def current_hashes(store: Store, modality: str) -> pa.Table:
+    """(item_id, content_hash) of every item's current encoder input for ``modality``."""
+    if modality == "text":
+        items = store.read_table("items", columns=["item_id", "text"])
+        hashes = [text_content_hash(t) for t in items.column("text").to_pylist()]
+        return pa.table({"item_id": items.column("item_id"), "content_hash": pa.array(hashes, pa.string())})
+    if modality == "image":
+        items = store.read_table("items", columns=["item_id", "poster_sha256"])
+        items = items.filter(items.column("poster_sha256").is_valid())
+        return items.rename_columns(["item_id", "content_hash"])
+    raise StoreError(f"Unknown modality '{modality}': use one of {', '.join(MODALITIES)}.")
+
+
+def load_feature_matrix(
+    store: Store, feature_set: FeatureSet, item_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of ``item_ids`` in that order as float32 ``[n, dim]``, and a mask of those found.
+
+    Only current vectors count (matching the items table's content hash); items without
+    one get a zero row and ``False`` in the mask.
+    """
+    import duckdb
+
+    manifest = read_manifest(feature_set.folder)
+    files = [str(p) for p in manifest.paths(feature_set.folder)] if manifest else []
+    out = np.zeros((len(item_ids), feature_set.dim), dtype=np.float32)
+    found = np.zeros(len(item_ids), dtype=bool)
+    if not files:
+        return out, found
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("cur", current_hashes(store, feature_set.modality))
+        con.register("wanted", pa.table({"item_id": pa.array(item_ids, pa.int64()), "pos": np.arange(len(item_ids))}))
+        rel = con.sql(
+            "SELECT w.pos, any_value(f.vector) AS vector FROM wanted w "
+            "JOIN cur c USING (item_id) "
+            f"JOIN read_parquet({_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash "
+            "GROUP BY w.pos ORDER BY w.pos"
+        )
+        table = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
+        table = table()
+    finally:
+        con.close()
+    if table.num_rows:
+        pos = table.column("pos").to_numpy()
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        out[pos] = flat.reshape(len(pos), feature_set.dim).astype(np.float32)
+        found[pos] = True
+    return out, found
+
+
+def _list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
