@@ -113,6 +113,9 @@ def load_feature_matrix(
     """
     import duckdb
 
+    from bonmf_pipe.featurestore.sql import fetch_arrow
+    from bonmf_pipe.featurestore.views import sql_list
+
     manifest = read_manifest(feature_set.folder)
     files = [str(p) for p in manifest.paths(feature_set.folder)] if manifest else []
     out = np.zeros((len(item_ids), feature_set.dim), dtype=np.float32)
@@ -126,11 +129,10 @@ def load_feature_matrix(
         rel = con.sql(
             "SELECT w.pos, any_value(f.vector) AS vector FROM wanted w "
             "JOIN cur c USING (item_id) "
-            f"JOIN read_parquet({_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash "
+            f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash "
             "GROUP BY w.pos ORDER BY w.pos"
         )
-        table = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
-        table = table()
+        table = fetch_arrow(rel)
     finally:
         con.close()
     if table.num_rows:
@@ -139,7 +141,3 @@ def load_feature_matrix(
         out[pos] = flat.reshape(len(pos), feature_set.dim).astype(np.float32)
         found[pos] = True
     return out, found
-
-
-def _list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
