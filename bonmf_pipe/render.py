@@ -79,3 +79,153 @@ def render_verify(report) -> None:
         console.print(f"[{style}]{p.severity}[/{style}] {p.path}: {p.reason}")
     status = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
     console.print(f"verify: {report.folders} folders, {report.shards} shards: {status}")
+
+
+# --- evaluation: evaluate, ablate, recommend -------------------------------------------
+
+
+def _metric(v) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def render_evaluation(report) -> None:
+    """Rating errors, then one row per (protocol, subset, metric) with a column per K."""
+    rows = report.table.to_pylist()
+    t = Table(title=f"evaluation of {report.run_id}")
+    for col in ("subset", "MSE", "RMSE", "MAE", "test rows"):
+        t.add_column(col, justify="left" if col == "subset" else "right")
+    for subset in ("all", "cold", "unseen"):
+        vals = {r["metric"]: r for r in rows if r["protocol"] == "rating" and r["subset"] == subset}
+        if vals:
+            t.add_row(subset, *(_metric(vals[m]["value"]) for m in ("mse", "rmse", "mae")), f"{vals['mse']['n']:,}")
+    console.print(t)
+    ks = sorted({r["k"] for r in rows if r["k"] is not None})
+    t = Table(title=f"ranking (relevant: rating >= {report.settings.threshold:g})")
+    for col in ("protocol", "subset", "metric", *(f"@{k}" for k in ks), "users"):
+        t.add_column(col, justify="right" if col.startswith("@") or col == "users" else "left")
+    seen = []
+    for r in rows:
+        key = (r["protocol"], r["subset"], r["metric"])
+        if r["k"] is None or key in seen:
+            continue
+        seen.append(key)
+        vals = {x["k"]: x for x in rows if (x["protocol"], x["subset"], x["metric"]) == key}
+        t.add_row(*key, *(_metric(vals[k]["value"]) if k in vals else "-" for k in ks), f"{r['n']:,}")
+    console.print(t)
+    for note in report.notes:
+        console.print(f"[dim]{note}[/dim]")
+    console.print(f"wrote {report.path} ({report.seconds:.1f} s)")
+
+
+def render_ablation(result) -> None:
+    from bonmf_pipe.evaluation.ablate import K
+
+    t = Table(title=f"ablation {result.ablation_id} (split {result.split_id})")
+    cols = [("model", "model"), ("features", "features"), ("RMSE", "rmse"), ("MAE", "mae"),
+            (f"P@{K}", f"precision_at_{K}"), (f"NDCG@{K}", f"ndcg_at_{K}"), ("cold RMSE", "cold_rmse"),
+            ("unseen RMSE", "unseen_rmse"), ("fit s", "fit_seconds"), ("run", "run_id")]
+    for head, _ in cols:
+        t.add_column(head, justify="left" if head in ("model", "features", "run") else "right")
+    for r in result.table.to_pylist():
+        t.add_row(*(_ablation_cell(c, r[c]) for _, c in cols))
+    console.print(t)
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    console.print(f"wrote {result.folder}" + (f" (chart {result.plot.name})" if result.plot else ""))
+
+
+def _ablation_cell(col: str, v) -> str:
+    if col == "fit_seconds":
+        return f"{v:.1f}"
+    return _metric(v) if isinstance(v, float) else str(v)
+
+
+def render_recommendations(table: pa.Table, run: str, user: int) -> None:
+    meta = table.schema.metadata or {}
+    t = Table(title=f"top {table.num_rows} for user {user} (run {meta.get(b'run_id', run.encode()).decode()})")
+    for col, just in (("rank", "right"), ("item_id", "right"), ("title", "left"), ("year", "right"), ("score", "right")):
+        t.add_column(col, justify=just)
+    for r in table.to_pylist():
+        t.add_row(str(r["rank"]), str(r["item_id"]), r["title"] or "?", str(r["year"] or ""), f"{r['score']:.3f}")
+    console.print(t)
+
+
+def render_sample_summary(summary) -> None:
+    t = Table(title=f"sample ({summary.edition}, synthetic)")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for what, n in (("users", summary.users), ("movies", summary.items), ("ratings", summary.ratings),
+                    ("tags", summary.tags), ("posters", summary.posters)):
+        t.add_row(what, f"{n:,}")
+    console.print(t)
+    speed = f"ratings in {summary.ratings_seconds:.1f} s ({summary.ratings / max(summary.ratings_seconds, 1e-9):,.0f}/s)"
+    if summary.posters:
+        speed += f", posters in {summary.posters_seconds:.1f} s ({summary.posters / max(summary.posters_seconds, 1e-9):,.0f}/s)"
+    console.print(f"mean rating {summary.rating_mean:.3f}; {speed}")
+    console.print(f"wrote {summary.out}: {', '.join(summary.files)}")
+    posters = f" --posters {summary.out / 'posters'}" if summary.posters else ""
+    console.print(f"next: bonmf-pipe ingest --path {summary.out}{posters}")
+
+
+def render_fetched(folder: Path) -> None:
+    console.print(f"MovieLens ready in {folder}")
+    console.print(f"next: bonmf-pipe ingest --path {folder}")
+
+
+def render_ingest_summary(summary) -> None:
+    """Rows read and kept per file, rejects by reason, posters, and the totals of an ingest."""
+    t = Table(title=f"ingest {summary.path} ({summary.edition}, {summary.seconds:.1f} s)")
+    t.add_column("source")
+    for col in ("read", "kept", "rejected"):
+        t.add_column(col, justify="right")
+    for f in summary.files:
+        t.add_row(f.source, f"{f.rows_read:,}", f"{f.rows_kept:,}", f"{f.rows_read - f.rows_kept:,}")
+    if summary.posters_found or summary.posters_matched or summary.posters_rejected:
+        t.add_row("posters", f"{summary.posters_found:,}", f"{summary.posters_matched:,}", f"{summary.posters_rejected:,}")
+    console.print(t)
+    ratings = f"{summary.ratings:,} ratings" if summary.ratings_present else "no ratings (the edition has no ratings file)"
+    console.print(
+        f"{summary.items:,} items, {summary.users:,} users, {ratings}, {summary.tag_applications:,} tag applications"
+    )
+    if summary.rejected:
+        r = Table(title="rejected rows by reason (see: bonmf-pipe sql \"SELECT * FROM rejects\")")
+        r.add_column("reason")
+        r.add_column("rows", justify="right")
+        for reason, n in summary.rejected.items():
+            r.add_row(reason, f"{n:,}")
+        console.print(r)
+    else:
+        console.print("[green]no rejected rows[/green]")
+
+
+def render_encode_summary(summary) -> None:
+    """Per modality: encoder key, encoded / skipped / failed, seconds and items/s of an encode."""
+    i, n = summary.shard
+    shard = f", shard {i}/{n}" if n > 1 else ""
+    t = Table(title=f"encode {summary.store} ({summary.device}, {summary.dtype}{shard}, {summary.seconds:.1f} s)")
+    t.add_column("modality")
+    t.add_column("model")
+    t.add_column("encoder key", no_wrap=True)
+    for col in ("encoded", "skipped", "failed", "seconds", "items/s"):
+        t.add_column(col, justify="right")
+    for m in summary.modalities:
+        t.add_row(
+            m.modality, f"{m.model} ({m.dim or '?'}-d)", m.encoder_key or "-", f"{m.encoded:,}", f"{m.skipped:,}",
+            f"{m.failed + m.excluded:,}", f"{m.seconds:.1f}", f"{m.items_per_s:,.0f}" if m.encoded else "-",
+        )
+    console.print(t)
+    if any(m.failed or m.excluded for m in summary.modalities):
+        console.print(
+            "[yellow]some posters could not be used[/yellow]: bonmf-pipe sql \"SELECT * FROM rejects WHERE stage = 'encode'\""
+        )
+    if not any(m.model_loaded for m in summary.modalities):
+        console.print("[dim]nothing new to encode: no model was loaded[/dim]")
+
+
+def render_similar(table: pa.Table, item: str, modality: str) -> None:
+    t = Table(title=f"nearest to {item} by {modality}")
+    for col, just in (("rank", "right"), ("item_id", "right"), ("title", "left"), ("year", "right"), ("cosine", "right")):
+        t.add_column(col, justify=just)
+    for r in table.to_pylist():
+        t.add_row(str(r["rank"]), str(r["item_id"]), r["title"], str(r["year"] or ""), f"{r['similarity']:.3f}")
+    console.print(t)

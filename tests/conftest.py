@@ -40,3 +40,24 @@ def _offline(monkeypatch):
     """No test may reach a network: the hub libraries are told to stay offline."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def encoded_small_store(tmp_path_factory, ml_latest_small, ml_1m_posters):
+    """ml-latest-small with the ML-1M posters, ingested and encoded with the offline text
+    and image encoders on the CPU: built ONCE per test session (encoding takes minutes).
+
+    Shared by every test that asks for it: tests may add runs (and ablations) to it, but
+    must not change its tables or features, nor rely on which run is the latest.
+    """
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.encode import EncodeSettings, encode
+    from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
+
+    with pytest.MonkeyPatch.context() as mp:  # the autouse _offline fixture is per test
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        store = Store.open(tmp_path_factory.mktemp("encoded-small") / "store", create=True)
+        ingest(store, IngestSettings(path=ml_latest_small, posters=ml_1m_posters))
+        encode(store, EncodeSettings(modalities=("text", "image"), device="cpu"))
+    return store

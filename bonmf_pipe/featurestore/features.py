@@ -7,6 +7,10 @@ each row ``(item_id, content_hash, vector)``. The manifest's ``extra`` holds
 the SHA-256 of the file's bytes (``items.poster_sha256``). A feature row is *current*
 when its (item_id, content_hash) matches the items table, so an edited title never
 picks up a stale vector.
+
+The same text rule in SQL is ``text_content_hash_sql`` (DuckDB's ``sha256`` of the string).
+``--shard i/N`` partitions items by ``item_partition`` (splitmix64 of the id, mod N): a rule
+every process (and any scheduler) computes alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bonmf_pipe.errors import StoreError
 from bonmf_pipe.featurestore.manifest import read_manifest
@@ -28,6 +33,25 @@ MODALITIES = ("text", "image")
 
 def text_content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_content_hash_sql(column: str) -> str:
+    """The SQL (DuckDB) expression of ``text_content_hash`` over a string column."""
+    return f"sha256({column})"
+
+
+def item_partition(item_ids: np.ndarray | pa.Array | pa.ChunkedArray, parts: int) -> np.ndarray:
+    """Each item's partition in ``[0, parts)``: splitmix64 of its id, mod ``parts``.
+
+    Stable across processes, machines and versions, so ``--shard i/N`` runs agree.
+    """
+    ids = np.asarray(item_ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = ids + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x % np.uint64(parts)).astype(np.int64)
 
 
 def feature_dir(store: Store, modality: str, key: str) -> Path:
@@ -90,17 +114,28 @@ def resolve_feature_set(store: Store, modality: str, key: str | None = None) -> 
     return matches[0]
 
 
-def current_hashes(store: Store, modality: str) -> pa.Table:
-    """(item_id, content_hash) of every item's current encoder input for ``modality``."""
+def current_inputs(store: Store, modality: str) -> pa.Table:
+    """(item_id, content_hash, input) of every item's current encoder input for ``modality``.
+
+    ``input`` is the text itself, or the poster's absolute path; items without a poster
+    have no image row.
+    """
     if modality == "text":
         items = store.read_table("items", columns=["item_id", "text"])
         hashes = [text_content_hash(t) for t in items.column("text").to_pylist()]
-        return pa.table({"item_id": items.column("item_id"), "content_hash": pa.array(hashes, pa.string())})
+        return pa.table(
+            {"item_id": items.column("item_id"), "content_hash": pa.array(hashes, pa.string()), "input": items.column("text")}
+        )
     if modality == "image":
-        items = store.read_table("items", columns=["item_id", "poster_sha256"])
-        items = items.filter(items.column("poster_sha256").is_valid())
-        return items.rename_columns(["item_id", "content_hash"])
+        items = store.read_table("items", columns=["item_id", "poster_sha256", "poster_path"])
+        items = items.filter(pc.and_(items.column("poster_sha256").is_valid(), items.column("poster_path").is_valid()))
+        return items.rename_columns(["item_id", "content_hash", "input"])
     raise StoreError(f"Unknown modality '{modality}': use one of {', '.join(MODALITIES)}.")
+
+
+def current_hashes(store: Store, modality: str) -> pa.Table:
+    """(item_id, content_hash) of every item's current encoder input for ``modality``."""
+    return current_inputs(store, modality).select(["item_id", "content_hash"])
 
 
 def load_feature_matrix(

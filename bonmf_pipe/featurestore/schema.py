@@ -25,9 +25,10 @@ USERS = pa.schema(
     [
         pa.field("user_id", pa.int64(), nullable=False),
         pa.field("gender", pa.string()),
-        pa.field("age", pa.int32()),
-        pa.field("occupation", pa.int32()),
+        pa.field("age", pa.int32()),  # ml-100k: years; ml-1m: age-group code (1, 18, 25, ...)
+        pa.field("occupation", pa.int32()),  # edition-specific code (ml-1m 0..20; ml-100k u.occupation index)
         pa.field("zip_code", pa.string()),
+        pa.field("occupation_name", pa.string()),  # "programmer", "technician/engineer": comparable across editions
     ]
 )
 

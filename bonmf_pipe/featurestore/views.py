@@ -49,7 +49,7 @@ def _load_stage_providers() -> None:
     """Import the stages that register view providers (features, runs)."""
     import importlib
 
-    for module in ("bonmf_pipe.pipeline.encode.views", "bonmf_pipe.trainer.views"):
+    for module in ("bonmf_pipe.pipeline.encode.views", "bonmf_pipe.trainer.views", "bonmf_pipe.evaluation.views"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

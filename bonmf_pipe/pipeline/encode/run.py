@@ -1,0 +1,253 @@
+"""``encode``: encode what is missing, per modality, into content-addressed feature shards.
+
+Per modality: find the model's files (no loading) -> the encoder key from the key cache
+-> anti-join the current inputs of this ``--shard i/N`` against that key's shards -> if
+nothing is missing, stop (no model is loaded) -> else load the model, hash its weights
+into the spec and key, and encode only the missing rows, committing a shard at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from bonmf_pipe.featurestore.features import current_inputs, feature_dir, item_partition
+from bonmf_pipe.featurestore.manifest import read_manifest
+from bonmf_pipe.featurestore.store import Store, settings_dict
+from bonmf_pipe.pipeline.encode.keys import KeyCache, descriptor, encoder_key
+from bonmf_pipe.pipeline.encode.loops import Failure, encode_images, encode_texts
+from bonmf_pipe.pipeline.encode.registry import ModelSource, download_text_model, resolve_source
+from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime, resolve_runtime
+from bonmf_pipe.pipeline.encode.shards import STAGE, FeatureWriter, append_rejects, missing_inputs, reject_raw, rejected_inputs
+from bonmf_pipe.progress import ProgressCallback, Reporter
+
+UNITS = {"text": "texts", "image": "posters"}
+
+
+@dataclass(frozen=True)
+class EncoderEvent:
+    """What ``forward_hook`` sees: a model ``load`` or one ``forward`` of ``items`` inputs."""
+
+    kind: str  # load | forward
+    modality: str
+    items: int = 0
+
+
+ForwardHook = Callable[[EncoderEvent], None]
+
+
+@dataclass(frozen=True)
+class ModalitySummary:
+    modality: str
+    model: str  # the name this run used
+    encoder_key: str | None  # None when nothing was ever encoded for it
+    dim: int | None
+    items: int  # items of this shard with an input for the modality
+    encoded: int  # vectors written by this run
+    skipped: int  # already in the feature set (same item, same content hash)
+    failed: int  # rejected by this run (see the rejects table)
+    excluded: int  # rejected by an earlier run and not retried
+    seconds: float
+    model_loaded: bool
+
+    @property
+    def items_per_s(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    store: Path
+    shard: tuple[int, int]
+    device: str
+    dtype: str
+    modalities: tuple[ModalitySummary, ...]
+    rejects_added: int
+    seconds: float
+
+    def of(self, modality: str) -> ModalitySummary:
+        return next(m for m in self.modalities if m.modality == modality)
+
+
+def encode(
+    store: Store,
+    settings: EncodeSettings,
+    progress: ProgressCallback | None = None,
+    *,
+    forward_hook: ForwardHook | None = None,
+) -> EncodeSummary:
+    """Encode every current item text / poster of this shard that has no vector yet."""
+    start = time.perf_counter()
+    report = Reporter(progress)
+    runtime = resolve_runtime(settings)
+    template = store.manifest("items").settings.get("text_template")
+    summaries, rejects = [], 0
+    with _torch_threads(settings.cpu_threads if runtime.device == "cpu" else None):
+        for modality in settings.modalities:
+            job = _ModalityJob(store, settings, runtime, modality, template, report, forward_hook)
+            summary, failures = job.run()
+            rejects += append_rejects(store, [_reject_row(modality, f) for f in failures])
+            summaries.append(summary)
+            report.note(_note(summary), "warning" if summary.failed else "info")
+    return EncodeSummary(
+        store=store.root,
+        shard=settings.shard,
+        device=runtime.device,
+        dtype=runtime.dtype,
+        modalities=tuple(summaries),
+        rejects_added=rejects,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def shard_inputs(store: Store, modality: str, shard: tuple[int, int]) -> pa.Table:
+    """Current (item_id, content_hash, input) of the items in partition ``i`` of ``N``."""
+    inputs = current_inputs(store, modality)
+    i, n = shard
+    if n > 1:
+        inputs = inputs.filter(pa.array(item_partition(inputs.column("item_id"), n) == i))
+    return inputs
+
+
+class _ModalityJob:
+    def __init__(self, store, settings, runtime, modality, template, report, hook):
+        self.store: Store = store
+        self.settings: EncodeSettings = settings
+        self.runtime: Runtime = runtime
+        self.modality: str = modality
+        self.template: str | None = template
+        self.report: Reporter = report
+        self.hook: ForwardHook = hook or (lambda event: None)
+        self.name = settings.model_for(modality)
+        self.start = time.perf_counter()
+
+    def run(self) -> tuple[ModalitySummary, list[Failure]]:
+        source = resolve_source(self.modality, self.name)
+        inputs, excluded = self._inputs()
+        options = self._options(source)
+        cache = KeyCache(self.store, self.modality)
+        desc = descriptor(source, options)
+        key = cache.get(desc)
+        todo = missing_inputs(self.store, self.modality, key, inputs) if key else inputs
+        if inputs.num_rows == 0 or (key and todo.num_rows == 0):
+            return self._summary(key, inputs, 0, excluded, [], loaded=False), []
+        if source.kind == "hub" and self.modality == "text":
+            source = download_text_model(source)
+        encoder = self._load(source, options)
+        self.hook(EncoderEvent("load", self.modality))
+        new_key = encoder_key(encoder.spec)
+        if desc is None:  # files known only now (downloaded by the loader)
+            desc = descriptor(resolve_source(self.modality, self.name), options)
+        cache.put(desc, new_key)
+        if new_key != key:
+            todo = missing_inputs(self.store, self.modality, new_key, inputs)
+        if todo.num_rows == 0:  # the files had changed but not the weights: same key, all there
+            return self._summary(new_key, inputs, 0, excluded, [], loaded=True), []
+        writer = FeatureWriter(
+            self.store, self.modality, new_key, encoder.spec, encoder.dim, self.settings.store_dtype, settings_dict(self.settings)
+        )
+        failures = self._encode(encoder, todo, writer)
+        encoded = todo.num_rows - len(failures)
+        summary = self._summary(new_key, inputs, encoded, excluded, failures, loaded=True, skipped=inputs.num_rows - todo.num_rows)
+        return summary, failures
+
+    def _inputs(self) -> tuple[pa.Table, int]:
+        inputs = shard_inputs(self.store, self.modality, self.settings.shard)
+        if self.settings.retry_rejected:
+            return inputs, 0
+        rejected = rejected_inputs(self.store, self.modality)
+        if not rejected:
+            return inputs, 0
+        pairs = zip(inputs.column("item_id").to_pylist(), inputs.column("content_hash").to_pylist(), strict=True)
+        keep = np.array([p not in rejected for p in pairs], dtype=bool)
+        return inputs.filter(pa.array(keep)), int((~keep).sum())
+
+    def _options(self, source: ModelSource) -> dict[str, Any]:
+        if self.modality == "text":
+            from bonmf_pipe.pipeline.encode.text import text_options
+
+            return text_options(source, self.settings, self.runtime, self.template)
+        from bonmf_pipe.pipeline.encode.image import image_options
+
+        return image_options(self.settings, self.runtime)
+
+    def _load(self, source: ModelSource, options: dict[str, Any]):
+        if self.modality == "text":
+            from bonmf_pipe.pipeline.encode.text import TextEncoder
+
+            return TextEncoder(source, options, self.runtime)
+        from bonmf_pipe.pipeline.encode.image import ImageEncoder
+
+        return ImageEncoder(source, options, self.runtime)
+
+    def _encode(self, encoder, todo: pa.Table, writer: FeatureWriter) -> list[Failure]:
+        task = f"encode {self.modality}"
+        batch = self.runtime.batch_size(self.settings, self.modality)
+        rows = self.settings.rows_per_shard
+
+        def on_batch(done: int, encoded: int) -> None:
+            if encoded:
+                self.hook(EncoderEvent("forward", self.modality, encoded))
+            self.report.advance(task, done)
+
+        self.report.begin(task, total=todo.num_rows, unit=UNITS[self.modality])
+        try:
+            if self.modality == "text":
+                return encode_texts(encoder, todo, writer, batch, rows, on_batch)
+            workers = self.runtime.num_workers(self.settings)
+            return encode_images(encoder, todo, writer, self.runtime, batch, workers, rows, on_batch)
+        finally:
+            self.report.end(task)
+
+    def _summary(self, key, inputs, encoded, excluded, failures, *, loaded, skipped=None) -> ModalitySummary:
+        dim = None
+        if key:
+            manifest = read_manifest(feature_dir(self.store, self.modality, key))
+            dim = int(manifest.extra.get("dim", 0)) if manifest else None
+        return ModalitySummary(
+            modality=self.modality,
+            model=self.name,
+            encoder_key=key,
+            dim=dim,
+            items=inputs.num_rows,
+            encoded=encoded,
+            skipped=inputs.num_rows if skipped is None else skipped,
+            failed=len(failures),
+            excluded=excluded,
+            seconds=time.perf_counter() - self.start,
+            model_loaded=loaded,
+        )
+
+
+def _reject_row(modality: str, f: Failure) -> dict[str, Any]:
+    return {"stage": STAGE, "source": f.source, "line": None, "raw": reject_raw(f.item_id, modality, f.content_hash), "reason": f.reason}
+
+
+def _note(s: ModalitySummary) -> str:
+    if not s.model_loaded:
+        return f"{s.modality}: nothing new ({s.skipped:,} items already encoded, key {s.encoder_key}); no model loaded"
+    text = f"{s.modality}: encoded {s.encoded:,}, skipped {s.skipped:,} already encoded, key {s.encoder_key}"
+    return text + (f", {s.failed} failed (see the rejects table)" if s.failed else "")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for this call only (restored afterwards)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,80 @@
+"""Collect rejected input rows and stream them into the ``rejects`` table.
+
+A reason reads ``code: detail`` with a short stable code (``malformed``, ``out_of_scale``,
+``unknown_item``, ``unknown_user``, ``duplicate``, ``poster_empty``, ``poster_not_image``,
+``poster_truncated``, ``poster_undecodable``); the summary counts rows by code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import polars as pl
+
+from bonmf_pipe.featurestore import TableWriter
+from bonmf_pipe.featurestore.schema import REJECTS
+
+STAGE = "ingest"
+RAW_MAX_CHARS = 500
+_FLUSH_ROWS = 65_536
+
+
+def reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+class RejectSink:
+    """Buffers rejects and writes them in batches to a ``rejects`` TableWriter."""
+
+    def __init__(self, writer: TableWriter):
+        self.writer = writer
+        self.by_code: Counter[str] = Counter()
+        self.by_source: Counter[str] = Counter()
+        self._buffer: list[pl.DataFrame] = []
+        self._buffered = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_code.values())
+
+    def add_frame(self, source: str, frame: pl.DataFrame, reason: str = "bad") -> None:
+        """Reject every row of ``frame`` (columns ``line``, ``raw`` and the reason column)."""
+        if frame.height == 0:
+            return
+        rows = frame.select(
+            pl.lit(STAGE).alias("stage"),
+            pl.lit(source).alias("source"),
+            pl.col("line").cast(pl.Int64),
+            pl.col("raw").str.slice(0, RAW_MAX_CHARS),
+            pl.col(reason).alias("reason"),
+        )
+        codes = rows.get_column("reason").str.split_exact(":", 1).struct.field("field_0").str.strip_chars()
+        self.by_code.update(dict(codes.value_counts().iter_rows()))
+        self.by_source[source] += rows.height
+        self._buffer.append(rows)
+        self._buffered += rows.height
+        if self._buffered >= _FLUSH_ROWS:
+            self.flush()
+
+    def add(self, source: str, line: int | None, raw: str | None, reason: str) -> None:
+        """Reject one row (``line`` None for whole files such as posters)."""
+        frame = pl.DataFrame(
+            {"line": [line], "raw": [raw], "bad": [reason]},
+            schema={"line": pl.Int64, "raw": pl.String, "bad": pl.String},
+        )
+        self.add_frame(source, frame)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        self.writer.write(pl.concat(self._buffer).to_arrow().cast(REJECTS))
+        self._buffer, self._buffered = [], 0
+
+
+def keep_first_per_key(frame: pl.DataFrame, key: str, label: str, source: str, sink: RejectSink) -> pl.DataFrame:
+    """Keep the first line of each ``key`` value; reject the later ones as duplicates."""
+    first = frame.group_by(key).agg(pl.col("line").min().alias("_first"))
+    frame = frame.join(first, on=key, how="left", maintain_order="left")
+    message = pl.format(f"duplicate: {label} {{}} is already defined on line {{}}", key, "_first")
+    sink.add_frame(source, frame.filter(pl.col("line") != pl.col("_first")).with_columns(message.alias("bad")))
+    return frame.filter(pl.col("line") == pl.col("_first")).drop("_first")

@@ -1,0 +1,89 @@
+"""Settings and summary of the ingest stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bonmf_pipe.errors import ConfigError
+from bonmf_pipe.pipeline.ingest.formats import DATASET_CHOICES
+from bonmf_pipe.pipeline.ingest.text import template_fields
+
+DEFAULT_TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}. Tags: {tags}."
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How to read one MovieLens folder (and a poster folder) into the store.
+
+    The item text (the text encoder's input, ``items.text``) comes from ``text_template``
+    with ``{title}`` (without the year), ``{year}``, ``{genres}`` (", "-joined, file order)
+    and ``{tags}`` (the ``max_tags`` most applied tags, ", "-joined, most applied first, ties
+    alphabetical). Parts that would be empty are dropped: a parenthesised group whose
+    placeholders are all empty goes, then any sentence (the template is cut after each ". ")
+    with an empty placeholder, except the title's. Default, for Toy Story with tags and for
+    a movie with neither year nor tags::
+
+        Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy. Tags: pixar, fun.
+        Babylon 5. Genres: Sci-Fi.
+    """
+
+    path: Path
+    """The MovieLens folder (the unzipped archive: u.data, ratings.dat or ratings.csv ...)."""
+    dataset: str = "auto"
+    """Edition: auto (detect), ml-100k, ml-1m, ml-10m, ml-latest-small, ml-latest, ml-20m,
+    ml-25m, ml-32m, or ml-csv (any CSV edition)."""
+    posters: Path | None = None
+    """Folder of posters named <movieId>.jpg|png|webp; None: no posters."""
+    text_template: str = DEFAULT_TEXT_TEMPLATE
+    """Template of items.text; see the class docstring."""
+    max_tags: int = 20
+    """At most this many tags per item in items.tags and the text (0: none)."""
+    lowercase_tags: bool = True
+    """Count and show item tags case-folded ("Funny" and "funny" are one tag); the tags
+    table keeps each application as written."""
+    block_bytes: int = 16 << 20
+    """Files are streamed in blocks of about this many bytes of whole lines."""
+    duckdb_memory_limit: str = "1GB"
+    """DuckDB's memory limit while deduplicating ratings (it spills to the store beyond it)."""
+    threads: int | None = None
+    """DuckDB threads; None: every CPU core."""
+    poster_workers: int | None = None
+    """Processes that check posters when there are many; None: every CPU core (at most 16)."""
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_CHOICES:
+            raise ConfigError(f"--dataset {self.dataset!r} is not one of {', '.join(DATASET_CHOICES)}.")
+        if self.max_tags < 0:
+            raise ConfigError(f"max_tags must be 0 or more, not {self.max_tags}.")
+        if self.block_bytes < 1024:
+            raise ConfigError(f"block_bytes must be at least 1024, not {self.block_bytes}.")
+        template_fields(self.text_template)
+
+
+@dataclass(frozen=True)
+class FileStats:
+    source: str  # file name in the MovieLens folder, or "posters"
+    rows_read: int  # data lines read (header excluded); poster files found
+    rows_kept: int  # rows that reached a table
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    edition: str
+    path: Path
+    files: tuple[FileStats, ...]
+    rejected: dict[str, int]  # reason code ("malformed", "duplicate", ...) -> rows rejected
+    items: int
+    users: int
+    ratings: int  # 0 when the edition has no ratings file
+    ratings_present: bool
+    tag_applications: int
+    posters_found: int
+    posters_matched: int
+    posters_rejected: int
+    seconds: float
+
+    @property
+    def rejects(self) -> int:
+        return sum(self.rejected.values())

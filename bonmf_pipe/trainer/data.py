@@ -1,0 +1,188 @@
+"""What the trainer feeds the network: ID maps, item feature matrices, rating batches.
+
+Ratings stream from the split's Parquet row groups in a seeded per-epoch order through an
+in-memory shuffle buffer (streaming mode), or, when every training rating fits the memory
+budget, are held as index tensors on the device and permuted each epoch (resident mode).
+Both orders derive from (seed, epoch) alone, so an epoch replays identically on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
+
+from bonmf_pipe.featurestore.features import load_feature_matrix, resolve_feature_set
+from bonmf_pipe.featurestore.sql import fetch_arrow
+from bonmf_pipe.featurestore.store import Store
+from bonmf_pipe.featurestore.views import sql_list
+from bonmf_pipe.trainer.splits import split_table_name
+
+# Host bytes per buffered rating: three int64/float32 columns as Arrow, numpy copies and the
+# index arrays built from them (a generous bound, so the budget holds).
+BYTES_PER_ROW = 96
+
+
+@dataclass
+class IdMaps:
+    """Sorted id arrays; index 0 of every embedding is the "unknown" id."""
+
+    user_ids: np.ndarray  # users with training ratings (embedding index = position + 1)
+    item_ids: np.ndarray  # every item of the items table (feature row = position)
+    item_index: np.ndarray  # embedding index of each item (0 = no training ratings)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids) + 1
+
+    @property
+    def n_item_embeddings(self) -> int:
+        return int(self.item_index.max(initial=0)) + 1
+
+    def user_idx(self, users: np.ndarray) -> np.ndarray:
+        return _lookup(self.user_ids, users, offset=1)
+
+    def item_pos(self, items: np.ndarray) -> np.ndarray:
+        """Feature row of each item; unknown items get the extra last row (no vectors)."""
+        pos = _lookup(self.item_ids, items, offset=0, missing=-1)
+        pos[pos < 0] = len(self.item_ids)
+        return pos
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, offset: int, missing: int = 0) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), missing, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids)
+    pos_c = np.minimum(pos, len(sorted_ids) - 1)
+    hit = sorted_ids[pos_c] == ids
+    return np.where(hit, pos_c + offset, missing).astype(np.int64)
+
+
+def build_id_maps(store: Store, split_id: str) -> IdMaps:
+    """Users and items with training ratings (a DuckDB aggregation over the split's shards)."""
+    files = store.table_files(split_table_name(split_id))
+    con = duckdb.connect(":memory:")
+    try:
+        src = f"read_parquet({sql_list(files)}) WHERE part = 'train'"
+        users = fetch_arrow(con.sql(f"SELECT DISTINCT user_id FROM {src} ORDER BY 1")).column(0).to_numpy()
+        rated = fetch_arrow(con.sql(f"SELECT DISTINCT item_id FROM {src} ORDER BY 1")).column(0).to_numpy()
+    finally:
+        con.close()
+    items = np.sort(store.read_table("items", columns=["item_id"]).column(0).to_numpy().astype(np.int64))
+    items = np.union1d(items, rated)  # ratings of items missing from the items table still train
+    index = np.zeros(len(items), dtype=np.int64)
+    index[np.isin(items, rated)] = np.arange(1, len(rated) + 1)
+    return IdMaps(user_ids=users.astype(np.int64), item_ids=items, item_index=index)
+
+
+@dataclass
+class SideFeatures:
+    """One modality's matrix for every item (+ a last all-zero row for unknown items)."""
+
+    modality: str
+    key: str
+    dim: int
+    matrix: np.ndarray  # float32 [n_items + 1, dim], standardised when asked
+    found: np.ndarray  # bool [n_items + 1]
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def load_side_features(
+    store: Store, modality: str, key: str | None, item_ids: np.ndarray, standardize: bool,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SideFeatures:
+    fs = resolve_feature_set(store, modality, key)
+    matrix, found = load_feature_matrix(store, fs, item_ids)
+    matrix = np.concatenate([matrix, np.zeros((1, fs.dim), np.float32)])
+    found = np.concatenate([found, [False]])
+    if stats is not None:
+        mean, std = stats
+    elif standardize and found.any():
+        mean = matrix[found].mean(axis=0)
+        std = matrix[found].std(axis=0) + 1e-6
+    else:
+        mean, std = np.zeros(fs.dim, np.float32), np.ones(fs.dim, np.float32)
+    matrix = np.where(found[:, None], (matrix - mean) / std, 0.0).astype(np.float32)
+    return SideFeatures(modality, fs.key, fs.dim, matrix, found, mean.astype(np.float32), std.astype(np.float32))
+
+
+@dataclass
+class Batch:
+    users: torch.Tensor  # embedding index (0 = unknown)
+    items: torch.Tensor  # embedding index (0 = unknown)
+    item_pos: torch.Tensor  # feature row
+    ratings: torch.Tensor
+
+
+def to_indices(maps: IdMaps, table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    users = table.column("user_id").to_numpy()
+    items = table.column("item_id").to_numpy()
+    pos = maps.item_pos(items)
+    item_idx = np.append(maps.item_index, 0)[pos]
+    ratings = table.column("rating").to_numpy().astype(np.float32)
+    return maps.user_idx(users), item_idx, pos, ratings
+
+
+def _fragments(dataset: pads.Dataset, part: str) -> list[pads.Fragment]:
+    """Every row group of the split that may hold ``part`` rows (by column statistics)."""
+    out = []
+    for frag in dataset.get_fragments():
+        out.extend(frag.split_by_row_group(filter=pc.field("part") == part))
+    return out
+
+
+def count_part(dataset: pads.Dataset, part: str) -> int:
+    return dataset.count_rows(filter=pc.field("part") == part)
+
+
+def stream_part(
+    dataset: pads.Dataset, part: str, rng: np.random.Generator | None, buffer_rows: int
+) -> Iterator[pa.Table]:
+    """Tables of ``part`` rows, at most ~``buffer_rows`` each; shuffled when ``rng`` is given.
+
+    Row groups are read in a random order into a buffer; each full buffer is permuted and
+    handed out, so host memory stays bounded by the buffer whatever the number of ratings.
+    """
+    frags = _fragments(dataset, part)
+    if rng is not None:
+        frags = [frags[i] for i in rng.permutation(len(frags))]
+    cols = ["user_id", "item_id", "rating"]
+    pending: list[pa.Table] = []
+    rows = 0
+    for frag in frags:
+        t = frag.to_table(columns=cols, filter=pc.field("part") == part)
+        if t.num_rows == 0:
+            continue
+        pending.append(t)
+        rows += t.num_rows
+        if rows >= buffer_rows:
+            yield _emit(pending, rng)
+            pending, rows = [], 0
+    if pending:
+        yield _emit(pending, rng)
+
+
+def _emit(pending: list[pa.Table], rng: np.random.Generator | None) -> pa.Table:
+    t = pa.concat_tables(pending).combine_chunks()
+    if rng is not None:
+        t = t.take(pa.array(rng.permutation(t.num_rows)))
+    return t
+
+
+def tensor_batches(
+    arrays: tuple[np.ndarray, ...] | tuple[torch.Tensor, ...], batch_size: int, device: torch.device
+) -> Iterator[Batch]:
+    """Cut index arrays (already in the wanted order) into batches on ``device``."""
+    n = len(arrays[0])
+    tensors = [a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    for start in range(0, n, batch_size):
+        u, i, p, r = (t[start : start + batch_size].to(device, non_blocking=True) for t in tensors)
+        yield Batch(u, i, p, r)

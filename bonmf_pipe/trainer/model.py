@@ -1,0 +1,96 @@
+"""The networks: BoNMF (IDs + side vectors fused by an MLP), NMF (no side information) and
+biased matrix factorisation (svd). Index 0 of every ID embedding is the "unknown" id."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bonmf_pipe.trainer.settings import TrainSettings
+
+
+class SideInput(nn.Module):
+    """One modality: the item's frozen vector (a buffer on the device), a learned vector for
+    items that have none, and an optional linear projection."""
+
+    def __init__(self, matrix: torch.Tensor, found: torch.Tensor, out_dim: int):
+        super().__init__()
+        self.register_buffer("matrix", matrix, persistent=False)
+        self.register_buffer("found", found, persistent=False)
+        self.missing = nn.Parameter(torch.zeros(matrix.shape[1]))
+        self.proj = nn.Linear(matrix.shape[1], out_dim, bias=False) if out_dim else None
+        if self.proj is not None:
+            nn.init.normal_(self.proj.weight, std=0.01)
+
+    @property
+    def out_dim(self) -> int:
+        return self.proj.out_features if self.proj is not None else self.matrix.shape[1]
+
+    def forward(self, item_pos: torch.Tensor) -> torch.Tensor:
+        x = torch.where(self.found[item_pos, None], self.matrix[item_pos], self.missing)
+        return self.proj(x) if self.proj is not None else x
+
+
+class Recommender(nn.Module):
+    """prediction = [global + b_u + b_i] + [u . (e_i + sum projections)] + [MLP(u, e_i, sides)]."""
+
+    def __init__(self, s: TrainSettings, n_users: int, n_items: int, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: float):
+        super().__init__()
+        d = s.embedding_dim
+        self.kind = s.model
+        self.user = nn.Embedding(n_users, d)
+        self.item = nn.Embedding(n_items, d)
+        std = 0.01 if s.model == "svd" or s.dot else 0.1
+        nn.init.normal_(self.user.weight, std=std)
+        nn.init.normal_(self.item.weight, std=std)
+        self.use_bias, self.use_dot = s.biases, s.dot
+        self.global_bias = nn.Parameter(torch.tensor(float(mean))) if s.biases else None
+        self.user_bias = nn.Embedding(n_users, 1) if s.biases else None
+        self.item_bias = nn.Embedding(n_items, 1) if s.biases else None
+        for b in (self.user_bias, self.item_bias):
+            if b is not None:
+                nn.init.zeros_(b.weight)
+        proj = d if (s.dot and s.projection_dim) else s.projection_dim
+        self.sides = nn.ModuleDict({m: SideInput(mat, found, proj) for m, (mat, found) in sides.items()})
+        self.mlp = None
+        if s.model != "svd":
+            layers: list[nn.Module] = []
+            width = 2 * d + sum(side.out_dim for side in self.sides.values())
+            for h in s.hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                if s.dropout:
+                    layers.append(nn.Dropout(s.dropout))
+                width = h
+            layers.append(nn.Linear(width, 1))
+            self.mlp = nn.Sequential(*layers)
+            last = layers[-1]
+            assert isinstance(last, nn.Linear)
+            if s.dot or s.biases:
+                nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, 0.0 if s.biases else float(mean))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, item_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and the per-row squared norm of the user and item factors and biases looked
+        up (the L2 penalty; the item factor includes its projected side vectors)."""
+        u, e = self.user(users), self.item(items)
+        pred = torch.zeros(len(users), device=u.device)
+        side = [self.sides[m](item_pos) for m in self.sides]
+        factor = e
+        if self.use_dot:  # the item factor: ID embedding plus the projected side vectors
+            for v in side:
+                factor = factor + v
+            pred = pred + (u * factor).sum(1)
+        penalty = u.pow(2).sum(1) + factor.pow(2).sum(1)
+        if self.use_bias:
+            bu, bi = self.user_bias(users).squeeze(1), self.item_bias(items).squeeze(1)
+            pred = pred + self.global_bias + bu + bi
+            penalty = penalty + bu.pow(2) + bi.pow(2)
+        if self.mlp is not None:
+            pred = pred + self.mlp(torch.cat([u, e, *side], dim=1)).squeeze(1)
+        return pred, penalty
+
+
+def build_model(
+    s: TrainSettings, n_users: int, n_items: int, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: float
+) -> Recommender:
+    return Recommender(s, n_users, n_items, sides, mean)

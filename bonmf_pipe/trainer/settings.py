@@ -1,0 +1,116 @@
+"""TrainSettings: every choice a training run makes, recorded with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from bonmf_pipe.errors import ConfigError
+
+MODELS = ("bonmf", "nmf", "svd")
+FEATURES = ("text", "image")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of one training run (serialised into ``runs/<id>/config.json``)."""
+
+    model: str = "bonmf"
+    """bonmf (IDs + text + poster vectors, MLP), nmf (the same network without side information),
+    svd (biased matrix factorisation: global + user + item bias + dot product of factors)."""
+    features: tuple[str, ...] = FEATURES
+    """Side information for bonmf: a subset of text, image; () = none. nmf and svd use none."""
+    text_encoder: str | None = None
+    """Encoder key (or unique prefix) of the text feature set; None = the newest in the store."""
+    image_encoder: str | None = None
+    """Encoder key (or unique prefix) of the image feature set; None = the newest in the store."""
+    epochs: int = 20
+    """Most epochs to train (early stopping may end sooner; the paper trains 10)."""
+    batch_size: int = 512
+    """Ratings per optimiser step."""
+    lr: float = 2e-3
+    """Adam(W) learning rate."""
+    seed: int = 42
+    """Seeds the split, the initial weights, the per-epoch shuffle, dropout and ID dropping."""
+    split: str = "random:0.7"
+    """random:F | per-user:F | temporal:F | file[:NAME] (ml-100k u1..u5, ua, ub); F = train share."""
+    device: str = "auto"
+    """auto (cuda when present), cpu or cuda."""
+    name: str | None = None
+    """A label for the run (part of its id)."""
+    embedding_dim: int = 50
+    """Size of the user and item ID embeddings (and of svd's factors)."""
+    hidden: tuple[int, ...] = (128, 64)
+    """Hidden layers of the fusion MLP (the paper: 128 -> 64 -> 1)."""
+    paper: bool = False
+    """True = the paper-faithful network: raw vectors concatenated (no projection), no biases,
+    no dot-product term, no dropout, no weight decay, no L2, no early stopping, 10 epochs."""
+    projection_dim: int = 50
+    """Each side vector goes through a linear projection to this size before fusion; 0 = none.
+    With ``dot``, the projections use ``embedding_dim`` so they add to the item factor."""
+    biases: bool = True
+    """Learn a global bias and per-user and per-item biases added to the prediction."""
+    dot: bool = True
+    """Add the dot product of the user embedding and the item factor (item ID embedding plus the
+    projected side vectors) to the MLP's output (the hybrid of DESIGN.md)."""
+    dropout: float = 0.0
+    """Dropout after each hidden layer of the MLP."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the dense (non-embedding) parameters."""
+    l2: float = 0.05
+    """Penalty on the squared norms of the user/item embeddings and biases looked up in each
+    batch (mean over the batch), added to the MSE loss."""
+    unknown_prob: float = 0.02
+    """Probability of replacing a training row's user (and, independently, item) ID by the
+    "unknown" index 0, so the unknown embedding learns to predict from side information."""
+    valid_fraction: float = 0.05
+    """Share of the train part carved off (by hash, deterministically) as the validation slice."""
+    early_stopping_patience: int = 2
+    """Stop after this many epochs without a better valid RMSE and restore the best; 0 = never."""
+    memory_budget_mb: int = 512
+    """Host memory for training ratings; when all of them fit they are held as tensors
+    (resident mode), else they stream from the split's Parquet shards."""
+    shuffle_buffer: int = 0
+    """Rows in the streaming shuffle buffer; 0 = as many as the memory budget allows."""
+    standardize: bool = True
+    """Standardise each side-vector dimension (z-score over the items that have a vector)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"--model {self.model!r} is not one of {', '.join(MODELS)}.")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise ConfigError(f"--features: {', '.join(bad)} unknown; use text, image, both or none.")
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.embedding_dim >= 1, "embedding_dim must be at least 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 <= self.unknown_prob < 1.0, "unknown_prob must be in [0, 1)"),
+            (0.0 <= self.valid_fraction < 0.5, "valid_fraction must be in [0, 0.5)"),
+            (self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device: auto, cpu or cuda"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"{msg} (got {_field_hint(msg, self)}).")
+
+    def effective(self) -> "TrainSettings":
+        """The settings that actually run: --paper and the model kind override some fields."""
+        s = self
+        if s.model in ("nmf", "svd"):
+            s = dataclasses.replace(s, features=())
+        if s.paper:
+            s = dataclasses.replace(
+                s, projection_dim=0, biases=False, dot=False, dropout=0.0, weight_decay=0.0, l2=0.0,
+                early_stopping_patience=0, epochs=self.epochs if self.epochs != TrainSettings.epochs else 10,
+            )
+        if s.model == "svd":
+            s = dataclasses.replace(s, biases=True, dot=True)
+        return s
+
+
+def _field_hint(msg: str, s: TrainSettings) -> str:
+    name = msg.split()[0].lstrip("-").replace("-", "_")
+    return f"{getattr(s, name, '?')}"

@@ -1,0 +1,205 @@
+"""Train/valid/test splits of the ratings, written to the store as ``tables/split_<id>/``.
+
+A split is a copy of the ratings with a ``part`` column ('train', 'valid' or 'test'). It is
+computed by DuckDB with a memory limit (spilling to disk), so it streams at any size, and
+it is reproducible: random assignment comes from an MD5 hash of (seed, user, item), never
+from a generator's state. The rows are stored in a hash-shuffled order grouped by part, so
+a trainer reading row groups in a shuffled order sees well-mixed ratings. Every model of a
+comparison that names the same spec, seed and ratings gets the same split id and rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from bonmf_pipe.errors import ConfigError, InputError, StoreError
+from bonmf_pipe.featurestore.store import Store
+from bonmf_pipe.featurestore.views import sql_list
+from bonmf_pipe.progress import ProgressCallback, Reporter
+
+SPLIT_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("rating", pa.float32(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),
+        pa.field("part", pa.string(), nullable=False),
+    ]
+)
+KINDS = ("random", "per-user", "temporal", "file")
+FILE_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+DEFAULT_VALID_FRACTION = 0.05
+
+
+def parse_split(spec: str) -> tuple[str, float | str]:
+    """``random:0.7`` -> ("random", 0.7); ``file`` -> ("file", "u1")."""
+    kind, _, arg = spec.partition(":")
+    if kind not in KINDS:
+        raise ConfigError(f"--split {spec!r}: the kind must be one of {', '.join(KINDS)} (e.g. random:0.7).")
+    if kind == "file":
+        name = arg or "u1"
+        if name not in FILE_SPLITS:
+            raise ConfigError(f"--split {spec!r}: ml-100k split files are {', '.join(FILE_SPLITS)}.")
+        return kind, name
+    try:
+        fraction = float(arg) if arg else 0.7
+    except ValueError:
+        raise ConfigError(f"--split {spec!r}: {arg!r} is not a number; write e.g. {kind}:0.7.") from None
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"--split {spec!r}: the train share must be between 0 and 1 (exclusive).")
+    return kind, fraction
+
+
+def split_table_name(split_id: str) -> str:
+    return f"split_{split_id}"
+
+
+def _split_id(store: Store, spec: str, seed: int, valid_fraction: float) -> str:
+    ratings = store.manifest("ratings")
+    ident = {
+        "spec": spec,
+        "seed": seed,
+        "valid_fraction": valid_fraction,
+        "ratings": [f.sha256 for f in ratings.files],
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _unit(seed: int, salt: str) -> str:
+    """SQL for a uniform number in [0, 1) from an MD5 of (seed, salt, user, item)."""
+    return (
+        f"(md5_number_lower(concat('{int(seed)}', ':{salt}:', user_id, ':', item_id)) >> 11)"
+        " / 9007199254740992.0"
+    )
+
+
+def _assign_sql(kind: str, arg, seed: int, files: list[Path]) -> str:
+    """SELECT user_id, item_id, rating, timestamp, part0 ('train' or 'test') from the ratings."""
+    src = f"read_parquet({sql_list(files)})"
+    if kind == "random":
+        return f"SELECT *, CASE WHEN {_unit(seed, 'split')} < {arg} THEN 'train' ELSE 'test' END AS part0 FROM {src}"
+    if kind == "per-user":
+        return (
+            "SELECT user_id, item_id, rating, timestamp, CASE WHEN rn <= greatest(1, round(n * "
+            f"{arg})) THEN 'train' ELSE 'test' END AS part0 FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY user_id ORDER BY {_unit(seed, 'split')}) AS rn, count(*) OVER "
+            f"(PARTITION BY user_id) AS n FROM {src})"
+        )
+    if kind == "temporal":
+        return (
+            "SELECT user_id, item_id, rating, timestamp, CASE WHEN pr < "
+            f"{arg} THEN 'train' ELSE 'test' END AS part0 FROM (SELECT *, percent_rank() OVER "
+            f"(ORDER BY timestamp, user_id, item_id) AS pr FROM {src})"
+        )
+    # file: the ml-100k test file's (user, item) pairs are the test rows, the rest train.
+    return (
+        f"SELECT r.*, CASE WHEN t.user_id IS NULL THEN 'train' ELSE 'test' END AS part0 FROM {src} r "
+        "LEFT JOIN test_pairs t USING (user_id, item_id)"
+    )
+
+
+def _register_file_split(con: duckdb.DuckDBPyConnection, store: Store, name: str) -> None:
+    source = store.manifest("ratings").settings.get("path")
+    folder = Path(source) if source else None
+    base, test = (folder / f"{name}.base", folder / f"{name}.test") if folder else (None, None)
+    if folder is None or not (base.exists() and test.exists()):
+        raise InputError(
+            f"--split file:{name} needs the ml-100k split files {name}.base and {name}.test in the "
+            f"ingest source folder ({source or 'not recorded'}); only the ml-100k edition ships them. "
+            "Use --split random:0.7 (or per-user:0.7, temporal:0.7) for other editions."
+        )
+    con.execute(
+        "CREATE TEMP TABLE test_pairs AS SELECT DISTINCT column0::BIGINT AS user_id, column1::BIGINT AS item_id "
+        f"FROM read_csv('{str(test).replace(chr(39), chr(39) * 2)}', delim='\t', header=false, "
+        "columns={'column0': 'BIGINT', 'column1': 'BIGINT', 'column2': 'DOUBLE', 'column3': 'BIGINT'})"
+    )
+
+
+def make_split(
+    store: Store,
+    spec: str,
+    seed: int,
+    progress: ProgressCallback | None = None,
+    *,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
+    memory_limit_mb: int = 1024,
+    rows_per_file: int = 2_000_000,
+    row_group_size: int = 64 * 1024,
+) -> str:
+    """Write the split ``spec`` of the ratings (seeded by ``seed``) and return its id.
+
+    Idempotent: the same spec, seed, valid fraction and ratings give the same id, and an
+    existing split table is reused. The valid slice is carved from the train part by a hash.
+    """
+    kind, arg = parse_split(spec)
+    split_id = _split_id(store, spec, seed, valid_fraction)
+    name = split_table_name(split_id)
+    if store.has_table(name):
+        return split_id
+    report = Reporter(progress)
+    files = store.table_files("ratings")
+    report.begin(f"split {spec}", total=store.manifest("ratings").rows, unit="ratings")
+    tmp = store.root / "tmp" / f"duckdb-{split_id}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit='{int(memory_limit_mb)}MB'")
+        con.execute(f"SET temp_directory='{tmp.as_posix()}'")
+        con.execute("SET preserve_insertion_order=false")
+        if kind == "file":
+            _register_file_split(con, store, str(arg))
+        assigned = _assign_sql(kind, arg, seed, files)
+        query = (
+            "SELECT user_id, item_id, rating::FLOAT AS rating, timestamp, CASE WHEN part0 = 'train' AND "
+            f"{_unit(seed, 'valid')} < {float(valid_fraction)} THEN 'valid' ELSE part0 END AS part "
+            f"FROM ({assigned}) ORDER BY part, {_unit(seed, 'order')}"
+        )
+        settings = {"spec": spec, "seed": seed, "valid_fraction": valid_fraction, "split_id": split_id}
+        reader = con.sql(query).fetch_record_batch(row_group_size)
+        with store.writer(
+            name, SPLIT_SCHEMA, settings, kind="split", rows_per_file=rows_per_file, row_group_size=row_group_size
+        ) as w:
+            for batch in reader:
+                w.write(batch)
+                report.advance(f"split {spec}", batch.num_rows)
+            w.commit()
+    except duckdb.Error as exc:
+        raise StoreError(f"Could not compute the split {spec!r}: {exc}") from exc
+    finally:
+        con.close()
+        _rmtree(tmp)
+    report.end(f"split {spec}")
+    return split_id
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def split_dataset(store: Store, split_id: str) -> pads.Dataset:
+    """The split's rows: user_id, item_id, rating, timestamp, part ('train'|'valid'|'test')."""
+    name = split_table_name(split_id)
+    if not store.has_table(name):
+        raise StoreError(f"The store at {store.root} has no split '{split_id}'. Train a model to create it.")
+    return store.dataset(name)
+
+
+def split_counts(store: Store, split_id: str) -> dict[str, int]:
+    """Row count of each part, from the shards' statistics-free scan of one column."""
+    import pyarrow.compute as pc
+
+    counts: dict[str, int] = {"train": 0, "valid": 0, "test": 0}
+    for batch in split_dataset(store, split_id).to_batches(columns=["part"]):
+        vc = pc.value_counts(batch.column("part"))
+        for v in vc.to_pylist():
+            counts[v["values"]] = counts.get(v["values"], 0) + v["counts"]
+    return counts
