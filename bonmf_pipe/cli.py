@@ -365,6 +365,38 @@ def recommend(
         render_recommendations(top_items(Store.open(store), run, user, k), run, user)
 
 
+# --- the main job ------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic sample and the store.")] = Path(
+        "bonmf-demo"
+    ),
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Run on this MovieLens folder instead of the synthetic sample.")
+    ] = None,
+    posters: Annotated[Path | None, typer.Option("--posters", help="Poster folder for --path.")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", envvar="BONMF_STORE", help="Store folder (default OUT/store).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs per model (early stopping usually ends sooner).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the sample, the split and the runs.")] = 42,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    full: Annotated[bool, typer.Option("--full", help="Full ablation: BoNMF with none/text/image/text+image.")] = False,
+) -> None:
+    """The whole pipeline in one command: sample (or --path) -> ingest -> encode -> train svd, nmf and BoNMF -> evaluate."""
+    from bonmf_pipe.pipeline.demo import DemoSettings, run_demo
+    from bonmf_pipe.render import render_demo_result
+
+    features = ("none", "text", "image", "text+image") if full else ("text+image",)
+    settings = DemoSettings(
+        out=out, path=path, posters=posters, store=store, epochs=epochs, seed=seed, device=device, features=features
+    )
+    with library_call(), RichProgress() as progress:
+        render_demo_result(run_demo(settings, progress))
+
+
 def main() -> None:
     app()
 

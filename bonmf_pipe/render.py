@@ -229,3 +229,10 @@ def render_similar(table: pa.Table, item: str, modality: str) -> None:
     for r in table.to_pylist():
         t.add_row(str(r["rank"]), str(r["item_id"]), r["title"], str(r["year"] or ""), f"{r['similarity']:.3f}")
     console.print(t)
+
+
+def render_demo_result(result) -> None:
+    render_ablation(result.ablation)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+    console.print(f"pipeline done in {result.seconds:.1f}s ({stages}); store: {result.store}")
+    console.print(f"next: bonmf-pipe sql \"SELECT * FROM runs\" --store {result.store}")

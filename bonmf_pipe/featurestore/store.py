@@ -144,10 +144,7 @@ class Store:
 
     def dataset(self, name: str) -> pads.Dataset:
         """A pyarrow dataset over the table's shards (lazy; stream it with ``to_batches``)."""
-        files = self.table_files(name)
-        if not files:
-            return _empty_dataset(self, name)
-        return pads.dataset([str(p) for p in files], format="parquet")
+        return pads.dataset([str(p) for p in self.table_files(name)], format="parquet")
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Read a whole table into memory: only for the small ones (items, users, rejects)."""
@@ -155,14 +152,6 @@ class Store:
 
     def writer(self, name: str, schema: pa.Schema, settings: Any = None, **kwargs: Any) -> "TableWriter":
         return TableWriter(self, name, schema, settings_dict(settings), **kwargs)
-
-
-def _empty_dataset(store: Store, name: str) -> pads.Dataset:
-    schema_json = store.manifest(name).extra.get("arrow_schema")
-    if schema_json is None:
-        return pads.dataset(pa.table({}))
-    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schema_json)))
-    return pads.dataset(schema.empty_table())
 
 
 class TableWriter:
@@ -192,7 +181,6 @@ class TableWriter:
         self.gen_dir = self.folder / self.gen
         self.gen_dir.mkdir(parents=True, exist_ok=True)
         self.extra = dict(extra or {})
-        self.extra["arrow_schema"] = schema.serialize().to_pybytes().hex()
         self.schema = schema.with_metadata(parquet_metadata(name, settings))
         self.settings = settings
         self.kind = kind
@@ -236,7 +224,12 @@ class TableWriter:
             offset += take
 
     def commit(self) -> Manifest:
-        """Close the shards, write the manifest atomically, delete older generations."""
+        """Close the shards, write the manifest atomically, delete older generations.
+
+        An empty table still gets one (empty) shard, so its schema is readable and SQL sees it.
+        """
+        if self._writer is None and not self._entries:
+            self._open_next()
         self._close_current()
         self._closed = True
         manifest = Manifest(

@@ -86,3 +86,13 @@ def test_verify_detects_corruption(tmp_path):
     path.write_bytes(bytes(data))
     report = verify_store(store)
     assert not report.ok and "checksum" in report.problems[0].reason
+
+
+def test_empty_table_is_queryable(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    with store.writer("ratings", RATINGS) as w:
+        m = w.commit()
+    assert m.rows == 0 and len(m.files) == 1
+    assert store.read_table("ratings").schema.names == RATINGS.names
+    assert query(store, "SELECT count(*) AS n FROM ratings").to_pylist() == [{"n": 0}]
+    assert verify_store(store).ok

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -115,17 +116,20 @@ def decode_on_device(raws: list[np.ndarray], device: Any, resize: Callable) -> t
     """
     import torch
 
-    tensors = [torch.from_numpy(r) for r in raws]
+    tensors = [torch.from_numpy(r if r.flags.writeable else r.copy()) for r in raws]
     decoded: list[Any] = [None] * len(raws)
     failures: list[tuple[int, str]] = []
-    if device.type == "cuda":
-        _decode_jpegs_cuda(tensors, decoded, device)
-    for i, t in enumerate(tensors):
-        if decoded[i] is None:
-            try:
-                decoded[i] = _decode_cpu(t, raws[i]).to(device, non_blocking=True)
-            except Exception as exc:  # noqa: BLE001 - one bad poster must not stop the run
-                failures.append((i, f"poster_undecodable: {type(exc).__name__}: {exc}"))
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still work.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if device.type == "cuda":
+            _decode_jpegs_cuda(tensors, decoded, device)
+        for i, t in enumerate(tensors):
+            if decoded[i] is None:
+                try:
+                    decoded[i] = _decode_cpu(t, raws[i]).to(device, non_blocking=True)
+                except Exception as exc:  # noqa: BLE001 - one bad poster must not stop the run
+                    failures.append((i, f"poster_undecodable: {type(exc).__name__}: {exc}"))
     ok = [i for i in range(len(raws)) if decoded[i] is not None]
     if not ok:
         return [], torch.empty((0, 3, 1, 1), dtype=torch.uint8, device=device), failures

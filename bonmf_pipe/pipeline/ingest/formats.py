@@ -137,7 +137,7 @@ def detect_edition(path: Path) -> str:
     README ("This dataset (ml-25m) ...") or its folder name, else the generic ``ml-csv``.
     """
     path = Path(path)
-    _check_folder(path)
+    check_folder(path)
     names = {p.name for p in path.iterdir() if p.is_file()}
     if names & {"u.data", "u.item"}:
         return "ml-100k"
@@ -151,7 +151,7 @@ def detect_edition(path: Path) -> str:
     )
 
 
-def _check_folder(path: Path) -> None:
+def check_folder(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such folder. Point --path at an unzipped MovieLens folder.")
     if not path.is_dir():
@@ -188,7 +188,7 @@ def resolve_edition(path: Path, dataset: str = "auto") -> tuple[str, EditionForm
     path = Path(path)
     if dataset not in DATASET_CHOICES:
         raise ConfigError(f"--dataset {dataset!r} is not one of {', '.join(DATASET_CHOICES)}.")
-    _check_folder(path)
+    check_folder(path)
     edition = detect_edition(path) if dataset == "auto" else dataset
     fmt = EDITIONS[edition]
     movies = path / fmt.movies[0]

@@ -2,7 +2,9 @@
 
 A reason reads ``code: detail`` with a short stable code (``malformed``, ``out_of_scale``,
 ``unknown_item``, ``unknown_user``, ``duplicate``, ``poster_empty``, ``poster_not_image``,
-``poster_truncated``, ``poster_undecodable``); the summary counts rows by code.
+``poster_truncated``, ``poster_undecodable``, ``poster_duplicate``); the summary counts rows
+by code. ``source`` is the file's name in the MovieLens folder ("ratings.csv"), or a
+poster's absolute path (``line`` and ``raw`` null); ``raw`` is the line, cut at 500 chars.
 """
 
 from __future__ import annotations

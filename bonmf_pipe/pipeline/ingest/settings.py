@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.pipeline.ingest.formats import DATASET_CHOICES
+from bonmf_pipe.pipeline.ingest.formats import DATASET_CHOICES, check_folder
 from bonmf_pipe.pipeline.ingest.text import template_fields
 
 DEFAULT_TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}. Tags: {tags}."
@@ -52,6 +52,7 @@ class IngestSettings:
     """Processes that check posters when there are many; None: every CPU core (at most 16)."""
 
     def __post_init__(self) -> None:
+        check_folder(Path(self.path))  # before any store is created for it
         if self.dataset not in DATASET_CHOICES:
             raise ConfigError(f"--dataset {self.dataset!r} is not one of {', '.join(DATASET_CHOICES)}.")
         if self.max_tags < 0:

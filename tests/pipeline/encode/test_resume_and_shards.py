@@ -73,13 +73,17 @@ def test_killed_encode_leaves_a_valid_store_and_resumes_to_the_clean_vectors(enc
 
 
 def test_two_shard_processes_add_up_to_one_run(encoded, catalogue, tmp_path):
+    """--shard 1/2 in a CLI subprocess while --shard 0/2 runs in this process, into one store."""
     store = ingest_into(tmp_path / "store", catalogue)
     cmd = [sys.executable, "-m", "bonmf_pipe.cli", "encode", "--store", str(store.root), "--cpu-threads", "1",
-           "--rows-per-shard", "40", "--num-workers", "0"]
-    procs = [subprocess.Popen([*cmd, "--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err.decode()[-2000:]
+           "--rows-per-shard", "40", "--num-workers", "0", "--shard", "1/2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        mine = encode(store, EncodeSettings(shard=(0, 2), rows_per_shard=40, num_workers=0, **THREADS))
+    finally:
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert 0 < mine.of("text").items < N_TEXTS and 0 < mine.of("image").items < N_POSTERS
     assert verify_store(store).ok
     for modality, total in (("text", N_TEXTS), ("image", N_POSTERS)):
         fs = resolve_feature_set(store, modality)
