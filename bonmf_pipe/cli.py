@@ -269,6 +269,56 @@ def similar(
 # --- trainer and evaluation: train, evaluate, ablate, recommend, demo -----------------
 
 
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="bonmf (IDs + text + posters), nmf (IDs only) or svd (biased MF).")] = "bonmf",
+    features: Annotated[
+        str, typer.Option(help="Side information for bonmf: text,image | text | image | none.")
+    ] = "text,image",
+    text_encoder: Annotated[
+        str | None, typer.Option(help="Text encoder key (or unique prefix); default the newest in the store.")
+    ] = None,
+    image_encoder: Annotated[
+        str | None, typer.Option(help="Image encoder key (or unique prefix); default the newest in the store.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs (early stopping may end sooner).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Ratings per optimiser step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the split, weights, shuffling and dropout.")] = 42,
+    split: Annotated[
+        str, typer.Option(help="random:F | per-user:F | temporal:F | file[:u1..u5|ua|ub] (ml-100k).")
+    ] = "random:0.7",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    name: Annotated[str | None, typer.Option(help="A label for the run (part of its id).")] = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="The paper-faithful network: no projection, biases, dropout, L2, early stop.")
+    ] = False,
+    memory_budget_mb: Annotated[
+        int | None, typer.Option(help="Host memory for training ratings; beyond it they stream from disk.")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this run (id or prefix) from its last completed epoch.")
+    ] = None,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Train a recommender on a reproducible split; writes runs/<id>/ and prints its metrics."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.render import render_train_result
+    from bonmf_pipe.trainer import TrainSettings
+    from bonmf_pipe.trainer import train as run_train
+
+    with library_call():
+        chosen = () if features.strip() in ("", "none") else tuple(f.strip() for f in features.split(",") if f.strip())
+        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "memory_budget_mb": memory_budget_mb}
+        settings = TrainSettings(
+            model=model, features=chosen, text_encoder=text_encoder, image_encoder=image_encoder, seed=seed,
+            split=split, device=device, name=name, paper=paper, **{k: v for k, v in overrides.items() if v is not None},
+        )
+        with RichProgress() as progress:
+            result = run_train(Store.open(store), settings, progress, resume=resume)
+        render_train_result(result)
+
+
 # evaluation: evaluate, ablate, recommend
 
 

@@ -236,3 +236,25 @@ def render_demo_result(result) -> None:
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     console.print(f"pipeline done in {result.seconds:.1f}s ({stages}); store: {result.store}")
     console.print(f"next: bonmf-pipe sql \"SELECT * FROM runs\" --store {result.store}")
+
+
+def render_train_result(result) -> None:
+    """The run's epochs, its test errors, and the evaluation's full metrics when present."""
+    t = Table(title=f"run {result.run_id} ({result.mode} mode)")
+    for col in ("epoch", "train MSE", "valid RMSE", "seconds", "ratings/s"):
+        t.add_column(col, justify="right")
+    for e in result.epochs:
+        best = " *" if e["epoch"] == result.best_epoch else ""
+        t.add_row(
+            f"{e['epoch']}{best}", f"{e['train_loss']:.4f}", _metric(e["valid_rmse"]), f"{e['seconds']:.1f}",
+            f"{e['ratings_per_s']:,.0f}",
+        )
+    console.print(t)
+    if result.evaluation is not None:
+        render_evaluation(result.evaluation)
+    else:
+        console.print(
+            f"test: MSE {_metric(result.test_mse)}, RMSE {_metric(result.test_rmse)}, MAE {_metric(result.test_mae)} "
+            f"on {result.test_rows:,} ratings"
+        )
+    console.print(f"run folder: {result.run_dir} (best epoch {result.best_epoch}, {result.seconds:.1f} s)")

@@ -27,8 +27,12 @@ class SideInput(nn.Module):
         return self.proj.out_features if self.proj is not None else self.matrix.shape[1]
 
     def forward(self, item_pos: torch.Tensor) -> torch.Tensor:
-        x = torch.where(self.found[item_pos, None], self.matrix[item_pos], self.missing)
-        return self.proj(x) if self.proj is not None else x
+        # rows without a vector are zero, so adding the (projected) missing vector there is
+        # the same as replacing them, and cheaper once projected
+        absent = (~self.found[item_pos]).unsqueeze(1).to(self.matrix.dtype)
+        if self.proj is None:
+            return self.matrix[item_pos] + absent * self.missing
+        return self.proj(self.matrix[item_pos]) + absent * self.proj(self.missing)
 
 
 class Recommender(nn.Module):
@@ -88,6 +92,50 @@ class Recommender(nn.Module):
         if self.mlp is not None:
             pred = pred + self.mlp(torch.cat([u, e, *side], dim=1)).squeeze(1)
         return pred, penalty
+
+
+    # -- scoring in parts: item-side and user-side terms computed once, then combined ------
+
+    @torch.no_grad()
+    def item_parts(self, items: torch.Tensor, item_pos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything that depends only on the item: factor, bias, its share of the first layer."""
+        e = self.item(items)
+        side = [self.sides[m](item_pos) for m in self.sides]
+        parts = {"factor": e + sum(side) if self.use_dot and side else e}
+        parts["bias"] = self.item_bias(items).squeeze(1) if self.use_bias else torch.zeros(len(items), device=e.device)
+        if self.mlp is not None:
+            first = self.mlp[0]
+            d = e.shape[1]
+            parts["first"] = torch.cat([e, *side], dim=1) @ first.weight[:, d:].T
+        return parts
+
+    @torch.no_grad()
+    def user_parts(self, users: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything that depends only on the user (the global bias included)."""
+        u = self.user(users)
+        parts = {"factor": u}
+        bias = torch.zeros(len(users), device=u.device)
+        if self.use_bias:
+            bias = bias + self.global_bias + self.user_bias(users).squeeze(1)
+        parts["bias"] = bias
+        if self.mlp is not None:
+            first = self.mlp[0]
+            parts["first"] = u @ first.weight[:, : u.shape[1]].T + first.bias
+        return parts
+
+    @torch.no_grad()
+    def combine(self, up: dict[str, torch.Tensor], ip: dict[str, torch.Tensor], grid: bool) -> torch.Tensor:
+        """Predictions from user and item parts: pairwise rows (``grid=False``, equal lengths)
+        or every user x every item (``grid=True``, ``[n_users, n_items]``)."""
+        if grid:
+            up = {k: v.unsqueeze(1) for k, v in up.items()}
+            ip = {k: v.unsqueeze(0) for k, v in ip.items()}
+        pred = up["bias"] + ip["bias"]
+        if self.use_dot:
+            pred = pred + (up["factor"] * ip["factor"]).sum(-1)
+        if self.mlp is not None:
+            pred = pred + self.mlp[1:](up["first"] + ip["first"]).squeeze(-1)
+        return pred
 
 
 def build_model(

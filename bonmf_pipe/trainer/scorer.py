@@ -13,7 +13,12 @@ from bonmf_pipe.trainer.model import Recommender, build_model
 
 class Scorer:
     """Predicts ratings for (user, item) pairs. Ids the model never saw in training use the
-    learned "unknown" embedding (items still bring their text and poster vectors)."""
+    learned "unknown" embedding (items still bring their text and poster vectors).
+
+    The user-only and item-only terms of the network (factors, biases, each side's share of
+    the MLP's first layer) are computed once at load time, so scoring a pair or a whole
+    catalogue only combines them.
+    """
 
     def __init__(self, model: Recommender, maps: data.IdMaps, lo: float, hi: float, device: torch.device, config: dict):
         self.model = model.eval()
@@ -23,31 +28,39 @@ class Scorer:
         self.config = config
         self.user_ids: np.ndarray = maps.user_ids
         self.item_ids: np.ndarray = maps.item_ids  # every item of the items table
+        users = torch.arange(maps.n_users, device=device)  # row 0 = unknown user
+        pos = torch.arange(len(maps.item_ids) + 1, device=device)  # last row = unknown item
+        index = torch.from_numpy(np.append(maps.item_index, 0)).to(device)
+        self._users = model.user_parts(users)
+        self._items = model.item_parts(index, pos)
 
     @torch.no_grad()
-    def predict(self, user_ids: np.ndarray, item_ids: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    def predict(self, user_ids: np.ndarray, item_ids: np.ndarray, batch_size: int = 1 << 18) -> np.ndarray:
         """Predicted ratings (float32) of each (user_ids[k], item_ids[k])."""
-        users = self.maps.user_idx(np.asarray(user_ids))
-        pos = self.maps.item_pos(np.asarray(item_ids))
-        items = np.append(self.maps.item_index, 0)[pos]
+        users = torch.from_numpy(self.maps.user_idx(np.asarray(user_ids))).to(self.device)
+        pos = torch.from_numpy(self.maps.item_pos(np.asarray(item_ids))).to(self.device)
         out = np.empty(len(users), dtype=np.float32)
         for start in range(0, len(users), batch_size):
-            sl = slice(start, start + batch_size)
-            u, i, p = (torch.from_numpy(a[sl]).to(self.device) for a in (users, items, pos))
-            out[sl] = self.model(u, i, p)[0].clamp(self.lo, self.hi).cpu().numpy()
+            u, p = users[start : start + batch_size], pos[start : start + batch_size]
+            up = {k: v[u] for k, v in self._users.items()}
+            ip = {k: v[p] for k, v in self._items.items()}
+            pred = self.model.combine(up, ip, grid=False)
+            out[start : start + len(u)] = pred.clamp(self.lo, self.hi).cpu().numpy()
         return out
 
-    def score_items(self, user_ids: np.ndarray, chunk_pairs: int = 1 << 20) -> np.ndarray:
+    @torch.no_grad()
+    def score_items(self, user_ids: np.ndarray, chunk_values: int = 1 << 24) -> np.ndarray:
         """Predicted ratings ``[len(user_ids), len(self.item_ids)]`` of every item for each user."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
+        users = torch.from_numpy(self.maps.user_idx(np.asarray(user_ids))).to(self.device)
         n_items = len(self.item_ids)
-        out = np.empty((len(user_ids), n_items), dtype=np.float32)
-        rows = max(1, chunk_pairs // max(n_items, 1))
-        for start in range(0, len(user_ids), rows):
-            block = user_ids[start : start + rows]
-            users = np.repeat(block, n_items)
-            items = np.tile(self.item_ids, len(block))
-            out[start : start + len(block)] = self.predict(users, items).reshape(len(block), n_items)
+        items = {k: v[:n_items] for k, v in self._items.items()}
+        width = items["first"].shape[1] if "first" in items else 1
+        rows = max(1, chunk_values // max(n_items * width, 1))
+        out = np.empty((len(users), n_items), dtype=np.float32)
+        for start in range(0, len(users), rows):
+            up = {k: v[users[start : start + rows]] for k, v in self._users.items()}
+            pred = self.model.combine(up, items, grid=True)
+            out[start : start + rows] = pred.clamp(self.lo, self.hi).cpu().numpy()
         return out
 
 

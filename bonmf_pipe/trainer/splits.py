@@ -162,7 +162,7 @@ def make_split(
             f"FROM ({assigned}) ORDER BY part, {_unit(seed, 'order')}"
         )
         settings = {"spec": spec, "seed": seed, "valid_fraction": valid_fraction, "split_id": split_id}
-        reader = con.sql(query).fetch_record_batch(row_group_size)
+        reader = con.sql(query).to_arrow_reader(row_group_size)
         with store.writer(
             name, SPLIT_SCHEMA, settings, kind="split", rows_per_file=rows_per_file, row_group_size=row_group_size
         ) as w:

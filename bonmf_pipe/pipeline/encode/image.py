@@ -80,8 +80,10 @@ def load_image_model(source: ModelSource):
         assert source.architecture and source.location
         return load_efficientnet_pytorch(source.architecture, source.location)
     name = f"local-dir:{source.location}" if source.kind == "local" else source.name
+    # A weights file found in the HF cache is loaded from there: no network call.
+    overlay = {"file": str(source.location)} if source.kind == "hf-cache" else None
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0).eval()
+        return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay).eval()
     except Exception as exc:  # noqa: BLE001 - timm and the hub raise many types
         raise ModelNotFoundError(
             f"cannot load image model '{source.name}' with timm ({type(exc).__name__}: {exc}). Pass a timm name "

@@ -54,11 +54,12 @@ class ModalitySummary:
     skipped: int  # already in the feature set (same item, same content hash)
     failed: int  # rejected by this run (see the rejects table)
     excluded: int  # rejected by an earlier run and not retried
-    seconds: float
-    model_loaded: bool
+    seconds: float  # wall time of this modality, finding and loading the model included
+    model_loaded: bool  # False when nothing was missing: the key came from the key cache
 
     @property
     def items_per_s(self) -> float:
+        """Vectors written per second of ``seconds`` (model loading included)."""
         return self.encoded / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -140,6 +141,7 @@ class _ModalityJob:
             return self._summary(key, inputs, 0, excluded, [], loaded=False), []
         if source.kind == "hub" and self.modality == "text":
             source = download_text_model(source)
+            options = self._options(source)  # its sentence-transformers pooling config is known now
         encoder = self._load(source, options)
         self.hook(EncoderEvent("load", self.modality))
         new_key = encoder_key(encoder.spec)

@@ -5,7 +5,8 @@ then listed in the manifest, all under an ``fcntl`` lock on ``<folder>/.lock`` s
 ``--shard i/N`` processes sharing a store never lose each other's entries. A process killed
 at any moment leaves either nothing or a fully written shard; a shard that is on disk but
 not in the manifest (killed between rename and manifest) is never read and is removed by
-the next writer (under the same lock, so never one that another process is registering).
+the next writer, with any half-written temp file (under the same lock, so never one that
+another process is writing or registering).
 """
 
 from __future__ import annotations
@@ -105,10 +106,15 @@ class FeatureWriter:
         self.shards_written += 1
 
     def _remove_unlisted(self) -> None:
-        """Delete shards left between rename and manifest by a killed run (caller holds the lock)."""
+        """Delete what killed runs left: shards renamed but never listed, half-written temp files.
+
+        Safe because every writer writes, renames and lists only while holding the lock
+        (which the caller holds now): nothing else is in flight in this folder.
+        """
         manifest = read_manifest(self.folder)
         listed = {f.path for f in manifest.files} if manifest else set()
-        for path in self.folder.glob("part-*.parquet"):
+        leftovers = [*self.folder.glob(".part-*.parquet.tmp-*"), *self.folder.glob(".manifest.json.tmp-*")]
+        for path in [*self.folder.glob("part-*.parquet"), *leftovers]:
             if path.name not in listed:
                 path.unlink(missing_ok=True)
         self._cleaned = True

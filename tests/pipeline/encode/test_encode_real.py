@@ -11,6 +11,7 @@ from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.features import feature_sets, resolve_feature_set
 from bonmf_pipe.featurestore.schema import ITEMS
 from bonmf_pipe.featurestore.sql import query
+from bonmf_pipe.featurestore.verify import verify_store
 from bonmf_pipe.pipeline.encode import EncodeSettings, encode
 from bonmf_pipe.pipeline.encode.registry import resolve_source
 
@@ -92,9 +93,15 @@ def test_editing_one_title_reencodes_one_text_and_no_image(encoded, copy_store):
     with store.writer("items", ITEMS, store.manifest("items").settings) as w:
         w.write(items)
         w.commit()
+    # Leftovers of a killed run: a shard renamed but never listed, a half-written temp file.
+    folder = resolve_feature_set(store, "text").folder
+    (folder / "part-0-orphan.parquet").write_bytes(next(folder.glob("part-*.parquet")).read_bytes())
+    (folder / ".part-1.parquet.tmp-99-abc").write_bytes(b"half")
+    assert [p.severity for p in verify_store(store).problems] == ["warning"]
     events = []
     summary = encode(store, EncodeSettings(**THREADS), forward_hook=events.append)
     assert [(e.kind, e.modality, e.items) for e in events] == [("load", "text", 0), ("forward", "text", 1)]
+    assert not verify_store(store).problems and not list(folder.glob("*orphan*")) and not list(folder.glob(".part-*"))
     text, image = summary.of("text"), summary.of("image")
     assert (text.encoded, text.skipped, image.encoded, image.model_loaded) == (1, N_TEXTS - 1, 0, False)
     assert text.encoder_key == encoded.summary.of("text").encoder_key  # same encoder, same feature set
@@ -127,6 +134,16 @@ def test_sql_views_answer_the_readme_poster_query(encoded):
     assert len(readme) == 5 and all(-1 <= r["sim"] <= 1 for r in readme)
     assert [r["sim"] for r in readme] == sorted((r["sim"] for r in readme), reverse=True)
     assert readme[0]["title"] == "Toy Story 2"
+    as_in_readme = query(  # the README's form, verbatim
+        store,
+        """WITH v AS (SELECT item_id, vector::FLOAT[1280] AS v FROM image_features)
+SELECT i.title, i.year, array_cosine_similarity(v.v, t.v) AS similarity
+FROM v JOIN items i USING (item_id),
+     (SELECT v.v FROM v JOIN items USING (item_id) WHERE title = 'Toy Story' AND year = 1995) t
+ORDER BY similarity DESC LIMIT 10""",
+    ).to_pylist()
+    assert [r["title"] for r in as_in_readme[:2]] == ["Toy Story", "Toy Story 2"] and len(as_in_readme) == 10
+    assert as_in_readme[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
     listed = query(store, "SELECT list_cosine_similarity(a.vector, b.vector) AS s FROM text_features a, text_features b "
                           f"WHERE a.item_id = {TOY_STORY} AND b.item_id = {TOY_STORY_2}").column("s")[0].as_py()
     ids, vecs = vectors(store, "text")
@@ -174,8 +191,6 @@ def test_similar_says_when_a_title_is_ambiguous(tmp_path):
 
 def test_verify_accepts_feature_folders_and_catches_a_tampered_shard(encoded, copy_store):
     import json
-
-    from bonmf_pipe.featurestore.verify import verify_store
 
     store = copy_store(encoded.root)
     assert verify_store(store).ok

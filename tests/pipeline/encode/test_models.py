@@ -105,7 +105,7 @@ def test_a_missing_model_says_what_was_tried_and_how_to_fix(small_store):
         encode(small_store, EncodeSettings(modalities=("text",), text_model="./no/such/folder"))
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache("FacebookAI/roberta-base", "config.json"), str):
+    if not isinstance(try_to_load_from_cache("roberta-base", "config.json"), str):
         with pytest.raises(ModelNotFoundError, match="roberta-base"):
             encode(small_store, EncodeSettings(preset="paper"))
     if not isinstance(try_to_load_from_cache("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "model.safetensors"), str):
