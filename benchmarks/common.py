@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
+WORK_DIR = Path(__file__).parent / "_work"  # git-ignored: samples and stores the suites build
 PACKAGES = ("bonmf-pipe", "torch", "transformers", "timm", "pyarrow", "polars", "duckdb", "numpy", "scikit-surprise")
 
 
@@ -67,8 +68,19 @@ def machine_slug(info: dict[str, Any]) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process and of its waited-for children, in MB."""
+    """Peak resident memory of this process and of its waited-for children, in MB.
+
+    On Linux ``ru_maxrss`` of an exec'd child starts at its parent's peak (the kernel carries
+    the old address space's high-water mark over exec), so the process's own peak is read
+    from ``VmHWM`` in /proc/self/status, which belongs to the new address space only.
+    """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1])  # kB, like ru_maxrss on Linux
+    except OSError:
+        pass
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
 
@@ -87,6 +99,45 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def paired(value: float, ceiling: float, unit: str, ceiling_is: str) -> dict[str, Any]:
+    """A speed figure with the ceiling measured in the same run and their ratio."""
+    return {
+        "value": round(float(value), 3),
+        "ceiling": round(float(ceiling), 3),
+        "ratio": round(float(value) / float(ceiling), 4) if ceiling > 0 else None,
+        "unit": unit,
+        "ceiling_is": ceiling_is,
+    }
+
+
+def print_results(suite: str, results: dict[str, Any]) -> None:
+    """A rich table: every paired figure (value, ceiling, ratio) and every plain number."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"benchmarks: {suite}")
+    for col in ("figure", "value", "ceiling", "ratio", "ceiling is"):
+        table.add_column(col)
+    for name, v in _flatten(results):
+        if isinstance(v, dict) and "ratio" in v:
+            ratio = f"{v['ratio']:.0%}" if v["ratio"] is not None else "-"
+            table.add_row(name, f"{v['value']:,.1f} {v['unit']}", f"{v['ceiling']:,.1f}", ratio, v["ceiling_is"])
+        else:
+            table.add_row(name, f"{v:,.3f}" if isinstance(v, float) else str(v), "", "", "")
+    Console().print(table)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and "ratio" not in v:
+            out += _flatten(v, name + ".")
+        elif not isinstance(v, (list, dict)) or "ratio" in v:
+            out.append((name, v))
+    return out
 
 
 def write_results(suite: str, results: dict[str, Any], info: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:

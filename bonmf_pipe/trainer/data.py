@@ -96,16 +96,21 @@ class SideFeatures:
 
 
 def load_side_features(
-    store: Store, modality: str, key: str | None, item_ids: np.ndarray, standardize: bool,
+    store: Store, modality: str, key: str | None, item_ids: np.ndarray, normalize: str,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SideFeatures:
+    """One modality's vectors of ``item_ids``: ``normalize`` is none, l2 (unit length) or
+    standardize (z-score per dimension over the items that have a vector; ``stats`` reuses
+    a trained run's mean and std)."""
     fs = resolve_feature_set(store, modality, key)
     matrix, found = load_feature_matrix(store, fs, item_ids)
     matrix = np.concatenate([matrix, np.zeros((1, fs.dim), np.float32)])
     found = np.concatenate([found, [False]])
+    if normalize == "l2":
+        matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     if stats is not None:
         mean, std = stats
-    elif standardize and found.any():
+    elif normalize == "standardize" and found.any():
         mean = matrix[found].mean(axis=0)
         std = matrix[found].std(axis=0) + 1e-6
     else:

@@ -4,7 +4,6 @@ then restore the best epoch, predict the test rows and evaluate. Reads top to bo
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.trainer import data, runs
 from bonmf_pipe.trainer.model import Recommender, build_model
 from bonmf_pipe.trainer.settings import TrainSettings
-from bonmf_pipe.trainer.splits import make_split, split_counts, split_dataset
+from bonmf_pipe.trainer.splits import make_split, split_dataset
 
 
 def pick_device(name: str) -> torch.device:
@@ -101,7 +100,7 @@ def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, c
     for modality in s.features:
         key = s.text_encoder if modality == "text" else s.image_encoder
         stats = (ckpt[f"side/{modality}/mean"].numpy(), ckpt[f"side/{modality}/std"].numpy()) if ckpt else None
-        sides[modality] = data.load_side_features(store, modality, key, maps.item_ids, s.standardize, stats)
+        sides[modality] = data.load_side_features(store, modality, key, maps.item_ids, s.normalize, stats)
     n_train, mean, lo, hi = _rating_stats(dataset)
     n_valid = data.count_part(dataset, "valid")
     mode = "resident" if (n_train + n_valid) * data.BYTES_PER_ROW <= s.memory_budget_mb * 2**20 else "streaming"
@@ -122,10 +121,17 @@ def new_model(ctx: Context) -> Recommender:
 
 
 def new_optimizer(model: Recommender, s: TrainSettings) -> torch.optim.Optimizer:
-    embeddings = [p for n, p in model.named_parameters() if n.split(".")[0] in ("user", "item", "user_bias", "item_bias")]
-    ids = {id(p) for p in embeddings}
-    dense = [p for p in model.parameters() if id(p) not in ids]
-    groups = [{"params": embeddings, "weight_decay": 0.0}, {"params": dense, "weight_decay": s.weight_decay}]
+    """AdamW with three groups: ID embeddings and biases (regularised by ``l2`` in the loss), the
+    side projections (``side_weight_decay``, ``side_lr_scale``), the rest (``weight_decay``)."""
+    embeddings, side, dense = [], [], []
+    for name, p in model.named_parameters():
+        top = name.split(".")[0]
+        (embeddings if top in ("user", "item", "user_bias", "item_bias") else side if top == "sides" else dense).append(p)
+    groups = [
+        {"params": embeddings, "weight_decay": 0.0, "lr": s.lr},
+        {"params": side, "weight_decay": s.side_weight_decay, "lr": s.lr * s.side_lr_scale},
+        {"params": dense, "weight_decay": s.weight_decay, "lr": s.lr},
+    ]
     return torch.optim.AdamW(groups, lr=s.lr)
 
 

@@ -48,6 +48,7 @@ class Recommender(nn.Module):
         nn.init.normal_(self.user.weight, std=std)
         nn.init.normal_(self.item.weight, std=std)
         self.use_bias, self.use_dot = s.biases, s.dot
+        self.mlp_ids = s.mlp_item_embedding or not sides  # without side vectors the MLP needs the item id
         self.global_bias = nn.Parameter(torch.tensor(float(mean))) if s.biases else None
         self.user_bias = nn.Embedding(n_users, 1) if s.biases else None
         self.item_bias = nn.Embedding(n_items, 1) if s.biases else None
@@ -59,7 +60,7 @@ class Recommender(nn.Module):
         self.mlp = None
         if s.model != "svd":
             layers: list[nn.Module] = []
-            width = 2 * d + sum(side.out_dim for side in self.sides.values())
+            width = (2 if self.mlp_ids else 1) * d + sum(side.out_dim for side in self.sides.values())
             for h in s.hidden:
                 layers += [nn.Linear(width, h), nn.ReLU()]
                 if s.dropout:
@@ -90,7 +91,8 @@ class Recommender(nn.Module):
             pred = pred + self.global_bias + bu + bi
             penalty = penalty + bu.pow(2) + bi.pow(2)
         if self.mlp is not None:
-            pred = pred + self.mlp(torch.cat([u, e, *side], dim=1)).squeeze(1)
+            item_in = [e, *side] if self.mlp_ids else side
+            pred = pred + self.mlp(torch.cat([u, *item_in], dim=1)).squeeze(1)
         return pred, penalty
 
 
@@ -106,7 +108,8 @@ class Recommender(nn.Module):
         if self.mlp is not None:
             first = self.mlp[0]
             d = e.shape[1]
-            parts["first"] = torch.cat([e, *side], dim=1) @ first.weight[:, d:].T
+            item_in = [e, *side] if self.mlp_ids else side
+            parts["first"] = torch.cat(item_in, dim=1) @ first.weight[:, d:].T
         return parts
 
     @torch.no_grad()

@@ -65,7 +65,7 @@ class Scorer:
 
 
 def load_scorer(store: Store, run_id: str, device: str = "cpu") -> Scorer:
-    """The model of run ``run_id`` (best epoch), on ``device`` (CPU unless told)."""
+    """The model of run ``run_id`` (the weights it kept), on ``device`` (CPU unless told)."""
     folder = runs.run_dir(store, run_id)
     tensors, meta = runs.load_checkpoint(folder)
     config = meta["config"]
@@ -76,10 +76,10 @@ def load_scorer(store: Store, run_id: str, device: str = "cpu") -> Scorer:
     for m in s.features:
         key = config["features"][m]["key"]
         stats = (tensors[f"side/{m}/mean"].numpy(), tensors[f"side/{m}/std"].numpy())
-        f = data.load_side_features(store, m, key, maps.item_ids, s.standardize, stats)
+        f = data.load_side_features(store, m, key, maps.item_ids, s.normalize, stats)
         sides[m] = (torch.from_numpy(f.matrix).to(dev), torch.from_numpy(f.found).to(dev))
     model = build_model(s, maps.n_users, maps.n_item_embeddings, sides, config["rating_mean"])
-    prefix = "best/" if any(k.startswith("best/") for k in tensors) else "model/"
-    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    # the final checkpoint's model/ tensors are the weights the run kept (its best epoch with early stopping)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     lo, hi = config["rating_range"]
     return Scorer(model.to(dev), maps, lo, hi, dev, runs.read_run_config(store, folder.name))

@@ -13,7 +13,14 @@ FEATURES = ("text", "image")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Settings of one training run (serialised into ``runs/<id>/config.json``)."""
+    """Settings of one training run (serialised into ``runs/<id>/config.json``).
+
+    The defaults are the best configuration found on the validation slice of ml-latest-small
+    (random:0.7, seed 42, MiniLM text + EfficientNet-Lite0 posters): the hybrid of DESIGN.md
+    (dot product of the user embedding and the item ID embedding plus projected side
+    vectors, with biases) plus an MLP over the user embedding and the projected side
+    vectors, L2 on what each batch looks up, dropout 0.2, early stopping.
+    """
 
     model: str = "bonmf"
     """bonmf (IDs + text + poster vectors, MLP), nmf (the same network without side information),
@@ -24,11 +31,11 @@ class TrainSettings:
     """Encoder key (or unique prefix) of the text feature set; None = the newest in the store."""
     image_encoder: str | None = None
     """Encoder key (or unique prefix) of the image feature set; None = the newest in the store."""
-    epochs: int = 20
+    epochs: int = 30
     """Most epochs to train (early stopping may end sooner; the paper trains 10)."""
     batch_size: int = 512
     """Ratings per optimiser step."""
-    lr: float = 2e-3
+    lr: float = 1e-3
     """Adam(W) learning rate."""
     seed: int = 42
     """Seeds the split, the initial weights, the per-epoch shuffle, dropout and ID dropping."""
@@ -53,11 +60,18 @@ class TrainSettings:
     dot: bool = True
     """Add the dot product of the user embedding and the item factor (item ID embedding plus the
     projected side vectors) to the MLP's output (the hybrid of DESIGN.md)."""
-    dropout: float = 0.0
+    mlp_item_embedding: bool = False
+    """Feed the item ID embedding to the MLP (the paper does); False = the MLP sees the user
+    embedding and the item's side vectors only, and the ID embedding enters through ``dot``."""
+    dropout: float = 0.2
     """Dropout after each hidden layer of the MLP."""
     weight_decay: float = 0.0
     """AdamW weight decay on the dense (non-embedding) parameters."""
-    l2: float = 0.05
+    side_weight_decay: float = 0.0
+    """AdamW weight decay on the side projections (and the learned "missing" vectors)."""
+    side_lr_scale: float = 1.0
+    """Learning rate of the side projections relative to ``lr``."""
+    l2: float = 0.12
     """Penalty on the squared norms of the user/item embeddings and biases looked up in each
     batch (mean over the batch), added to the MSE loss."""
     unknown_prob: float = 0.02
@@ -72,8 +86,9 @@ class TrainSettings:
     (resident mode), else they stream from the split's Parquet shards."""
     shuffle_buffer: int = 0
     """Rows in the streaming shuffle buffer; 0 = as many as the memory budget allows."""
-    standardize: bool = True
-    """Standardise each side-vector dimension (z-score over the items that have a vector)."""
+    normalize: str = "l2"
+    """Side vectors before use: l2 (scaled to unit length, so no modality dominates by scale),
+    standardize (z-score per dimension over the items that have a vector) or none."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -89,6 +104,7 @@ class TrainSettings:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.unknown_prob < 1.0, "unknown_prob must be in [0, 1)"),
             (0.0 <= self.valid_fraction < 0.5, "valid_fraction must be in [0, 0.5)"),
+            (self.normalize in ("l2", "standardize", "none"), "normalize must be l2, standardize or none"),
             (self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device: auto, cpu or cuda"),
         ]
@@ -104,7 +120,8 @@ class TrainSettings:
         if s.paper:
             s = dataclasses.replace(
                 s, projection_dim=0, biases=False, dot=False, dropout=0.0, weight_decay=0.0, l2=0.0,
-                early_stopping_patience=0, epochs=self.epochs if self.epochs != TrainSettings.epochs else 10,
+                side_weight_decay=0.0, side_lr_scale=1.0, mlp_item_embedding=True, early_stopping_patience=0,
+                epochs=self.epochs if self.epochs != TrainSettings.epochs else 10,
             )
         if s.model == "svd":
             s = dataclasses.replace(s, biases=True, dot=True)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from bonmf_pipe.errors import ConfigError, InputError, StoreError
+from bonmf_pipe.featurestore.io import file_lock
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import sql_list
 from bonmf_pipe.progress import ProgressCallback, Reporter
@@ -140,9 +141,21 @@ def make_split(
     """
     kind, arg = parse_split(spec)
     split_id = _split_id(store, spec, seed, valid_fraction)
-    name = split_table_name(split_id)
-    if store.has_table(name):
+    if store.has_table(split_table_name(split_id)):
         return split_id
+    # trainers started together on one store write a new split once: the first holds the lock
+    with file_lock(store.root / "tmp" / f"split-{split_id}.lock"):
+        if not store.has_table(split_table_name(split_id)):
+            _write_split(store, spec, kind, arg, seed, split_id, valid_fraction, progress,
+                         memory_limit_mb, rows_per_file, row_group_size)
+    return split_id
+
+
+def _write_split(
+    store: Store, spec: str, kind: str, arg, seed: int, split_id: str, valid_fraction: float,
+    progress: ProgressCallback | None, memory_limit_mb: int, rows_per_file: int, row_group_size: int,
+) -> None:
+    name = split_table_name(split_id)
     report = Reporter(progress)
     files = store.table_files("ratings")
     report.begin(f"split {spec}", total=store.manifest("ratings").rows, unit="ratings")
@@ -176,7 +189,6 @@ def make_split(
         con.close()
         _rmtree(tmp)
     report.end(f"split {spec}")
-    return split_id
 
 
 def _rmtree(path: Path) -> None:

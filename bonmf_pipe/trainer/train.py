@@ -94,7 +94,19 @@ def _checkpoint(folder: Path, ctx: Context, model: Recommender, opt, epoch: int,
     runs.save_checkpoint(folder, tensors, meta)
 
 
-def train(store: Store, settings: TrainSettings, progress: ProgressCallback | None = None, *, resume: str | None = None) -> runs.RunResult:
+def _restore(ctx: Context, model: Recommender, opt, tensors: dict, meta: dict) -> tuple[EarlyStop, list[dict], int]:
+    """Model, optimiser and early-stopping state of the last completed epoch of a checkpoint."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    runs.restore_optimizer(opt, tensors, meta["param_groups"])
+    early = EarlyStop(**meta["early"])
+    best = {k[5:]: v.to(ctx.device) for k, v in tensors.items() if k.startswith("best/")}
+    early.best_state = best or None
+    return early, list(meta["epochs"]), meta["epoch"] + 1
+
+
+def train(
+    store: Store, settings: TrainSettings, progress: ProgressCallback | None = None, *, resume: str | None = None
+) -> runs.RunResult:
     """Train one model (``settings.model``) on the split ``settings.split`` and record the run.
 
     With ``resume`` (a run id), continue that run from its last completed epoch instead; the
@@ -121,12 +133,7 @@ def train(store: Store, settings: TrainSettings, progress: ProgressCallback | No
     opt = new_optimizer(model, s)
     early, rows, start = EarlyStop(), [], 1
     if meta is not None:
-        model.load_state_dict({k[6:]: v for k, v in ckpt_tensors.items() if k.startswith("model/")})
-        runs.restore_optimizer(opt, ckpt_tensors, meta["param_groups"])
-        early = EarlyStop(**meta["early"])
-        best = {k[5:]: v.to(ctx.device) for k, v in ckpt_tensors.items() if k.startswith("best/")}
-        early.best_state = best or None
-        rows, start = list(meta["epochs"]), meta["epoch"] + 1
+        early, rows, start = _restore(ctx, model, opt, ckpt_tensors, meta)
         report.note(f"resuming run {run_id} at epoch {start}")
     report.note(
         f"run {run_id}: {s.model} features={','.join(s.features) or 'none'} on {ctx.device}, "
@@ -150,18 +157,19 @@ def train(store: Store, settings: TrainSettings, progress: ProgressCallback | No
         _checkpoint(folder, ctx, model, opt, epoch, early, rows, config)
         report.note(f"epoch {epoch}: train MSE {loss:.4f}" + (f", valid RMSE {rmse:.4f}" if rmse is not None else ""))
     # -- finish: best weights, test predictions, summary, evaluation ------------------------
-    if early.best_state is not None:
-        model.load_state_dict(early.best_state)
+    if s.early_stopping_patience > 0 and early.best_state is not None:
+        model.load_state_dict(early.best_state)  # restore the best epoch (without early stopping: the last)
     test = write_predictions(ctx, model, folder, run_id)
     last_epoch = rows[-1]["epoch"] if rows else 0
     _checkpoint(folder, ctx, model, opt, last_epoch, early, rows, config)
-    config.update(status="done", best_epoch=early.best_epoch, epochs_run=last_epoch, test=test,
+    kept = early.best_epoch if s.early_stopping_patience > 0 else last_epoch
+    config.update(status="done", best_epoch=kept, epochs_run=last_epoch, test=test,
                   seconds=time.perf_counter() - started)
     runs.write_run_config(folder, config)
     runs.write_summary(folder, _summary(config))
-    report.note(f"test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} ({test['rows']:,} ratings); best epoch {early.best_epoch}")
+    report.note(f"test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} ({test['rows']:,} ratings); weights of epoch {kept}")
     result = runs.RunResult(
-        run_id=run_id, run_dir=folder, epochs=rows, best_epoch=early.best_epoch, mode=ctx.mode,
+        run_id=run_id, run_dir=folder, epochs=rows, best_epoch=kept, mode=ctx.mode,
         test_mse=test["mse"], test_rmse=test["rmse"], test_mae=test["mae"], test_rows=test["rows"],
         seconds=time.perf_counter() - started,
     )

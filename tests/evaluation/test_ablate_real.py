@@ -15,7 +15,7 @@ from bonmf_pipe.trainer import TrainSettings, read_run_config
 def test_bonmf_text_image_beats_svd_and_nmf(encoded_small_store):
     store = encoded_small_store
     settings = AblateSettings(
-        train=TrainSettings(split="random:0.7", seed=42, device="cpu", epochs=10), name="real-small"
+        train=TrainSettings(split="random:0.7", seed=42, device="cpu"), name="real-small"
     )
     result = ablate(store, settings)
     rows = {(r["model"], r["features"]): r for r in result.table.to_pylist()}

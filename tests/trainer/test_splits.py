@@ -103,3 +103,12 @@ def test_file_split_on_another_edition_says_why(small_store):
 def test_bad_split_specs_are_config_errors(small_store, spec):
     with pytest.raises(ConfigError):
         make_split(small_store, spec, seed=1)
+
+
+def test_trainers_creating_the_same_split_at_once_agree(small_store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(pool.map(lambda _: make_split(small_store, "random:0.75", seed=9), range(2)))
+    assert ids[0] == ids[1]
+    assert _rows(small_store, ids[0]).num_rows == small_store.read_table("ratings").num_rows

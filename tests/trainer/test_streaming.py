@@ -17,7 +17,9 @@ from bonmf_pipe.trainer.splits import split_table_name
 
 from .conftest import build_store
 
-SETTINGS = TrainSettings(epochs=4, batch_size=256, memory_budget_mb=1, shuffle_buffer=2000, early_stopping_patience=0)
+SETTINGS = TrainSettings(
+    epochs=4, batch_size=256, lr=0.01, l2=0.01, memory_budget_mb=1, shuffle_buffer=2000, early_stopping_patience=0
+)
 
 
 def _sharded_store(tmp_path) -> tuple[Store, str]:

@@ -18,7 +18,7 @@ from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.sql import query
 from bonmf_pipe.trainer import TrainSettings, list_runs, load_scorer, read_run_config, run_dir, split_dataset, train
 
-FAST = {"epochs": 4, "batch_size": 128}
+FAST = {"epochs": 4, "batch_size": 128, "lr": 0.01, "l2": 0.01}  # a tiny synthetic store learns fast
 
 
 def _test_rmse(store, result) -> float:
@@ -102,7 +102,7 @@ def test_paper_mode_records_the_paper_network(small_store):
 
 def test_unknown_users_and_items_are_predicted_through_side_information(tmp_path):
     store = build_cold_store(tmp_path)
-    result = train(store, TrainSettings(epochs=12, batch_size=128, unknown_prob=0.1, early_stopping_patience=0))
+    result = train(store, TrainSettings(epochs=12, batch_size=128, lr=0.01, l2=0.01, unknown_prob=0.1, early_stopping_patience=0))
     scorer = load_scorer(store, result.run_id)
     cold = np.array([810, 820, 830, 840, 850, 860, 870, 880, 890, 900])  # items without any rating
     assert not np.isin(cold, pq.read_table(result.run_dir / "predictions.parquet").column("item_id").to_numpy()).any()

@@ -1,0 +1,44 @@
+"""The benchmarks' quickest form (``--smoke``) writes well-formed results: keys present, figures
+positive, every speed figure paired with a ceiling and a ratio. Speed itself is never asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.__main__ import main
+
+
+def _paired(fig: dict) -> None:
+    assert set(fig) >= {"value", "ceiling", "ratio", "unit", "ceiling_is"}
+    assert fig["value"] > 0 and fig["ceiling"] > 0
+    assert fig["ratio"] == pytest.approx(fig["value"] / fig["ceiling"], rel=1e-2)
+    assert fig["ceiling_is"]
+
+
+def _load(out, suite: str) -> dict:
+    files = list(out.glob(f"{suite}-*.json"))
+    assert len(files) == 1
+    doc = json.loads(files[0].read_text())
+    assert doc["suite"] == suite and doc["machine"]["cpu_count"] >= 1 and doc["machine"]["date"]
+    return doc["results"]
+
+
+def test_ingest_and_train_smoke(tmp_path, capsys):
+    out = tmp_path / "results"
+    main(["--suite", "ingest", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")])
+    main(["--suite", "train", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")])
+    assert "rows_per_s" in capsys.readouterr().out  # the rich table names the figures
+
+    ingest = _load(out, "ingest")
+    _paired(ingest["rows_per_s"])
+    assert ingest["rows_per_s"]["unit"] == "ratings/s"
+    assert ingest["settings"]["ratings"] == 20_000
+    assert ingest["peak_rss_mb"] > 0 and ingest["ceiling_peak_rss_mb"] > 0
+
+    train = _load(out, "train")
+    _paired(train["ratings_per_s"])
+    assert train["settings"]["rows_per_epoch"] > 0
+    assert train["seconds_per_epoch_streaming"] > 0 and train["seconds_per_epoch_resident"] > 0
+    assert train["peak_rss_mb_streaming"] > 0 and train["peak_rss_mb_resident"] > 0
