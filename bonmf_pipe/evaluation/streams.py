@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from bonmf_pipe.errors import StoreError
-from bonmf_pipe.featurestore.sql import fetch_arrow
+from bonmf_pipe.featurestore.sql import fetch_arrow, spill_connection
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import sql_list
 from bonmf_pipe.trainer.splits import split_table_name
@@ -30,11 +30,8 @@ BATCH_ROWS = 64 * 1024
 def connection(store: Store, memory_limit_mb: int = 1024) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection that spills to ``<store>/tmp`` and cleans up after."""
     tmp = store.root / "tmp" / f"duckdb-eval-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
+    con = spill_connection(tmp, memory_limit_mb)
     try:
-        con.execute(f"SET memory_limit='{int(memory_limit_mb)}MB'")
-        con.execute(f"SET temp_directory='{tmp.as_posix()}'")
         yield con
     except duckdb.Error as exc:
         raise StoreError(f"Evaluation query failed on the store at {store.root}: {exc}") from exc

@@ -27,6 +27,15 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def spill_connection(tmp: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection held to ``memory_limit_mb`` that spills to folder ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit='{int(memory_limit_mb)}MB'")
+    con.execute(f"SET temp_directory='{tmp.as_posix()}'")
+    return con
+
+
 def _check_read_only(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)

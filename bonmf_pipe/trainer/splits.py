@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 
 from bonmf_pipe.errors import ConfigError, InputError, StoreError
 from bonmf_pipe.featurestore.io import file_lock
+from bonmf_pipe.featurestore.sql import spill_connection
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import sql_list
 from bonmf_pipe.progress import ProgressCallback, Reporter
@@ -160,11 +161,8 @@ def _write_split(
     files = store.table_files("ratings")
     report.begin(f"split {spec}", total=store.manifest("ratings").rows, unit="ratings")
     tmp = store.root / "tmp" / f"duckdb-{split_id}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
+    con = spill_connection(tmp, memory_limit_mb)
     try:
-        con.execute(f"SET memory_limit='{int(memory_limit_mb)}MB'")
-        con.execute(f"SET temp_directory='{tmp.as_posix()}'")
         con.execute("SET preserve_insertion_order=false")
         if kind == "file":
             _register_file_split(con, store, str(arg))
