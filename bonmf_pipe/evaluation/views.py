@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from bonmf_pipe.evaluation.ablate import RESULTS
 from bonmf_pipe.evaluation.evaluate import EVALUATION
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import register_view_provider, sql_list
@@ -21,7 +20,7 @@ def evaluation_views(store: Store) -> dict[str, str]:
     files = _files(store.runs_dir, EVALUATION)
     if files:
         views["evaluations"] = f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name = true)"
-    files = _files(store.root / "ablations", RESULTS)
+    files = _files(store.root / "ablations", "results.parquet")  # written by pipeline/ablate.py
     if files:
         views["ablations"] = f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name = true)"
     return views

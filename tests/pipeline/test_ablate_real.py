@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bonmf_pipe.evaluation import AblateSettings, ablate
+from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
 from bonmf_pipe.trainer import TrainSettings, read_run_config
 
 

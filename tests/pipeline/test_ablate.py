@@ -9,9 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.evaluation import AblateSettings, ablate
-from bonmf_pipe.evaluation.ablate import RESULT_SCHEMA, _plot
 from bonmf_pipe.featurestore.sql import query
+from bonmf_pipe.pipeline.ablate import RESULT_SCHEMA, AblateSettings, _plot, ablate
 from bonmf_pipe.trainer import TrainSettings, read_run_config
 from tests.evaluation.conftest import build_cold_store
 
