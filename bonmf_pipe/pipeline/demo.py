@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bonmf_pipe.featurestore import Store
+from bonmf_pipe.pipeline.sample import SampleSettings, write_sample
 from bonmf_pipe.progress import ProgressCallback, Reporter
 
 
@@ -29,11 +30,11 @@ class DemoSettings:
     """Poster folder for ``path`` (the synthetic sample brings its own)."""
     store: Path | None = None
     """Store folder; None = ``out/store``."""
-    users: int = 600
+    users: int = SampleSettings.users
     """Synthetic sample: users."""
-    items: int = 1000
+    items: int = SampleSettings.items
     """Synthetic sample: movies (each with a poster)."""
-    ratings: int = 50_000
+    ratings: int = SampleSettings.ratings
     """Synthetic sample: ratings."""
     seed: int = 42
     """Seeds the sample, the split and the training runs."""
@@ -57,7 +58,7 @@ class DemoResult:
 
 
 def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -> DemoResult:
-    from bonmf_pipe.evaluation.ablate import AblateSettings, ablate
+    from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
     from bonmf_pipe.pipeline.encode import EncodeSettings, encode
     from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
     from bonmf_pipe.trainer import TrainSettings
@@ -103,9 +104,5 @@ def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -
 
 
 def _sample(settings: DemoSettings, out: Path, progress: ProgressCallback | None):
-    from bonmf_pipe.pipeline.sample import DEFAULT_SAMPLE, write_sample
-
-    sample = dataclasses.replace(
-        DEFAULT_SAMPLE, out=out, users=settings.users, items=settings.items, ratings=settings.ratings, seed=settings.seed
-    )
+    sample = SampleSettings(out=out, users=settings.users, items=settings.items, ratings=settings.ratings, seed=settings.seed)
     return write_sample(sample, progress)

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from bonmf_pipe.cli import app
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.pipeline.sample import DEFAULT_SAMPLE, MANIFEST, SampleSettings, catalogue, latent_model, write_sample
-from bonmf_pipe.pipeline.sample_model import allocate_counts
+from bonmf_pipe.pipeline.sample import MANIFEST, SampleSettings, catalogue, latent_model, write_sample
+from bonmf_pipe.pipeline.sample.latent import allocate_counts
 from bonmf_pipe.pipeline.ingest.formats import GENRES_100K
-from bonmf_pipe.pipeline.sample_text import ADJECTIVES, GENRES_1M
+from bonmf_pipe.pipeline.sample.text import ADJECTIVES, GENRES_1M
 
 ML_LATEST_GENRES = {g.replace("Children's", "Children") for g in GENRES_1M}
 SMALL = dict(users=40, items=150, ratings=3000, block_ratings=700, poster_workers=1)
@@ -52,7 +52,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, edition):
 
 
 def test_poster_pool_draws_the_same_bytes(tmp_path):
-    from bonmf_pipe.pipeline.sample_posters import draw_posters, poster_specs
+    from bonmf_pipe.pipeline.sample.posters import draw_posters, poster_specs
 
     settings = SampleSettings(out=tmp_path / "unused", **SMALL)
     cat = catalogue(settings)
@@ -292,8 +292,8 @@ def test_posters_are_rgb_jpegs_whose_colours_follow_the_factors(signal_sample):
 
 
 def test_default_sample_is_feasible():
-    DEFAULT_SAMPLE.check()
-    assert DEFAULT_SAMPLE.ratings <= 60_000 and DEFAULT_SAMPLE.items <= 1500
+    SampleSettings().check()
+    assert SampleSettings.ratings <= 60_000 and SampleSettings.items <= 1500
 
 
 def test_cli_sample(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bonmf_pipe.pipeline.sample_model import STREAM_POSTERS, rng_for
+from bonmf_pipe.pipeline.sample.latent import STREAM_POSTERS, rng_for
 
 SHAPES = ("circle", "square", "triangle", "diamond", "bars", "ring")
 POSTER_SIZE = (185, 278)  # width, height: like the ML-1M posters

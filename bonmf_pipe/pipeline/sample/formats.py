@@ -26,8 +26,8 @@ import numpy as np
 import polars as pl
 
 from bonmf_pipe.pipeline.ingest.formats import GENRES_100K, OCCUPATIONS_100K
-from bonmf_pipe.pipeline.sample_model import STREAM_USERS, LatentModel, Period, RatingBlock, rng_for
-from bonmf_pipe.pipeline.sample_text import spell_genre, tag_words
+from bonmf_pipe.pipeline.sample.latent import STREAM_USERS, LatentModel, Period, RatingBlock, rng_for
+from bonmf_pipe.pipeline.sample.text import spell_genre, tag_words
 
 AGE_GROUPS_1M = (1, 18, 25, 35, 45, 50, 56)
 AGE_WEIGHTS_1M = (0.04, 0.18, 0.35, 0.2, 0.09, 0.08, 0.06)
@@ -183,7 +183,7 @@ def write_readme(fh: BinaryIO, cat: Catalogue, edition: str, ratings: int) -> No
         f"Synthetic MovieLens-format sample ({edition}) written by bonmf-pipe sample.\n\n"
         f"{ratings} ratings by {cat.model.users} users of {cat.model.items} movies, seed {cat.seed}.\n"
         "Not MovieLens data: every rating, title, genre and poster comes from a latent factor\n"
-        "model (see bonmf_pipe/pipeline/sample.py). It only shares the file format of the\n"
+        "model (see bonmf_pipe/pipeline/sample/writer.py). It only shares the file format of the\n"
         "MovieLens datasets (F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens\n"
         "Datasets: History and Context. ACM TiiS 5, 4, Article 19).\n"
     )

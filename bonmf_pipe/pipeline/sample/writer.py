@@ -60,10 +60,10 @@ from pathlib import Path
 
 from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore.io import atomic_path, atomic_write_json, tmp_path_for
-from bonmf_pipe.pipeline import sample_formats as fmt
-from bonmf_pipe.pipeline.sample_model import STREAM_TEXT, LatentModel, RatingBlocks, build_model, check_sizes, rng_for
-from bonmf_pipe.pipeline.sample_posters import draw_posters, poster_specs
-from bonmf_pipe.pipeline.sample_text import item_text
+from bonmf_pipe.pipeline.sample import formats as fmt
+from bonmf_pipe.pipeline.sample.latent import STREAM_TEXT, LatentModel, RatingBlocks, build_model, check_sizes, rng_for
+from bonmf_pipe.pipeline.sample.posters import draw_posters, poster_specs
+from bonmf_pipe.pipeline.sample.text import item_text
 from bonmf_pipe.progress import ProgressCallback, Reporter
 
 SAMPLE_EDITIONS = tuple(fmt.EDITIONS)
@@ -74,10 +74,16 @@ MANIFEST = "bonmf-sample.json"  # settings and counts of the sample, written las
 class SampleSettings:
     """Settings of ``write_sample`` (written into ``bonmf-sample.json`` beside the files)."""
 
-    out: Path  # folder to write into: empty, new, or an earlier sample (which is replaced)
+    out: Path = Path("bonmf-sample")  # folder to write into: empty, new, or an earlier sample (which is replaced)
+    # The default size suits the demo: the whole pipeline (ingest, encode 1,000 titles and posters on
+    # CPU with the small offline encoders, train, evaluate) in a few minutes on 2 cores. Encoding is
+    # the slow part and grows with the number of items; ratings cost little. 50k ratings of 600 users
+    # x 1,000 items give every user at least 20 ratings and every movie 50 on average (median 27;
+    # density 8%, ML-1M's 4%), enough for the ID embeddings to learn and for ranking metrics to mean
+    # something.
     users: int = 600  # number of users; every one rates at least one movie
-    items: int = 1500  # number of movies in the catalogue (some may get no rating)
-    ratings: int = 60_000  # exact number of rating lines; needs users <= ratings <= users * items
+    items: int = 1000  # number of movies in the catalogue (some may get no rating)
+    ratings: int = 50_000  # exact number of rating lines; needs users <= ratings <= users * items
     seed: int = 42  # the same seed and settings give byte-identical files
     edition: str = "ml-latest-small"  # file format: ml-latest-small, ml-1m or ml-100k
     posters: bool = True  # also draw DIR/posters/<movieId>.jpg
@@ -101,14 +107,6 @@ class SampleSettings:
             raise ConfigError("popularity_exponent must be within 0..2 and activity_sigma within 0..3.")
 
 
-# Sized for the demo: the whole pipeline (ingest, encode 1,000 titles and posters on CPU with
-# the small offline encoders, train, evaluate) in well under 5 minutes on 2 cores. Encoding
-# is the slow part and grows with the number of items (one EfficientNet-Lite0 forward per
-# poster, one MiniLM forward per title); ratings cost little (sampling 50k takes well under a
-# second, training on them seconds per epoch). 50k ratings of 600 users x 1,000 items give
-# every user at least 20 ratings and every movie 50 on average (median 27; density 8%, ML-1M's
-# 4%), enough for the ID embeddings to learn and for ranking metrics to mean something.
-DEFAULT_SAMPLE = SampleSettings(out=Path("bonmf-sample"), users=600, items=1000, ratings=50_000, seed=42)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Pure numpy, no file formats. ``build_model`` draws everything whose size is the number of
 items or users (factors, biases, popularity, activity); ``RatingBlocks`` then yields the
 ratings user block by user block, so memory stays bounded by ``items x factors`` plus one
-block, whatever the number of ratings. See ``bonmf_pipe.pipeline.sample`` for the model
+block, whatever the number of ratings. See ``bonmf_pipe.pipeline.sample.writer`` for the model
 in words.
 """
 
