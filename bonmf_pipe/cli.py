@@ -378,7 +378,7 @@ def ablate(
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Train svd, nmf and BoNMF with each set of side information on ONE split; compare them."""
-    from bonmf_pipe.evaluation import AblateSettings, ablate as run_ablation
+    from bonmf_pipe.pipeline.ablate import AblateSettings, ablate as run_ablation
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.render import render_ablation
     from bonmf_pipe.trainer import TrainSettings

@@ -118,7 +118,7 @@ def render_evaluation(report) -> None:
 
 
 def render_ablation(result) -> None:
-    from bonmf_pipe.evaluation.ablate import K
+    from bonmf_pipe.pipeline.ablate import K
 
     t = Table(title=f"ablation {result.ablation_id} (split {result.split_id})")
     cols = [("model", "model"), ("features", "features"), ("RMSE", "rmse"), ("MAE", "mae"),
