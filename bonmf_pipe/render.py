@@ -1,15 +1,140 @@
-"""Rich rendering of library results for the CLI (tables, summaries). No logic lives here."""
+"""What the terminal shows: rich progress driven by library events, and result tables.
+
+No logic lives here. When stdout is not a terminal (a pipe, a file, CI), tables are printed
+in full instead of being cut to 80 columns, and progress bars become periodic log lines.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow as pa
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from bonmf_pipe.console import console
 from bonmf_pipe.errors import ConfigError
+from bonmf_pipe.progress import ProgressEvent
+
+WIDE = 1000  # columns of a console that is not a terminal: tables keep their natural width
+
+
+def _console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=WIDE)
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+def progress_renderer(out: Console | None = None, interval: float = 10.0):
+    """The CLI's progress callback: live bars on a terminal, else log lines every ``interval`` s."""
+    out = out or err_console
+    return RichProgress(out) if out.is_terminal else LogProgress(out, interval)
+
+
+class RichProgress:
+    """A progress callback that shows one bar per task with rate and ETA."""
+
+    def __init__(self, out: Console | None = None):
+        self.console = out or err_console
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._tasks: dict[str, int] = {}
+        self._units: dict[str, str] = {}
+
+    def __enter__(self) -> "RichProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        p = self._progress
+        if event.kind == "begin":
+            self._tasks[event.task] = p.add_task(escape(event.task), total=event.total, rate="")
+            self._units[event.task] = event.unit
+        elif event.kind == "advance" and event.task in self._tasks:
+            tid = self._tasks[event.task]
+            p.advance(tid, event.advance)
+            speed = p.tasks[tid].speed if tid < len(p.tasks) else None
+            p.update(tid, rate=f"{speed:,.0f} {self._units[event.task]}/s" if speed else "")
+        elif event.kind == "end" and event.task in self._tasks:
+            tid = self._tasks.pop(event.task)
+            task = next(t for t in p.tasks if t.id == tid)
+            if task.total is None:
+                p.update(tid, total=task.completed)
+            speed = task.finished_speed or task.speed
+            p.update(tid, rate=f"{speed:,.0f} {self._units[event.task]}/s" if speed else "")
+            p.stop_task(tid)
+        elif event.kind == "note":
+            style = "yellow" if event.level == "warning" else "dim"
+            p.console.print(f"[{style}]{escape(event.message)}[/{style}]")
+
+
+class LogProgress:
+    """Progress as plain log lines, for output that is not a terminal: a line when a task
+    starts, at most one every ``interval`` seconds while it runs, and one when it ends."""
+
+    def __init__(self, out: Console, interval: float = 10.0, clock=time.monotonic):
+        self.console, self.interval, self._clock = out, interval, clock
+        self._tasks: dict[str, dict] = {}
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self._clock()
+        if event.kind == "begin":
+            self._tasks[event.task] = {"start": now, "last": now, "done": 0, "total": event.total, "unit": event.unit}
+            self._line(f"{event.task}: started" + (f" ({event.total:,} {event.unit})" if event.total else ""))
+        elif event.kind == "advance" and event.task in self._tasks:
+            t = self._tasks[event.task]
+            t["done"] += event.advance
+            if now - t["last"] >= self.interval:
+                t["last"] = now
+                of = f"/{t['total']:,}" if t["total"] else ""
+                self._line(f"{event.task}: {t['done']:,}{of} {t['unit']} ({_rate(t, now)})")
+        elif event.kind == "end" and event.task in self._tasks:
+            t = self._tasks.pop(event.task)
+            self._line(f"{event.task}: done, {t['done']:,} {t['unit']} in {now - t['start']:.1f} s ({_rate(t, now)})")
+        elif event.kind == "note":
+            self._line(("warning: " if event.level == "warning" else "") + event.message)
+
+
+def _rate(task: dict, now: float) -> str:
+    seconds = max(now - task["start"], 1e-9)
+    return f"{task['done'] / seconds:,.0f} {task['unit']}/s"
 
 
 def human_bytes(n: float) -> str:

@@ -72,29 +72,46 @@ MANIFEST = "bonmf-sample.json"  # settings and counts of the sample, written las
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """Settings of ``write_sample`` (written into ``bonmf-sample.json`` beside the files)."""
+    """Settings of ``write_sample`` (written into ``bonmf-sample.json`` beside the files).
 
-    out: Path = Path("bonmf-sample")  # folder to write into: empty, new, or an earlier sample (which is replaced)
-    # The default size suits the demo: the whole pipeline (ingest, encode 1,000 titles and posters on
-    # CPU with the small offline encoders, train, evaluate) in a few minutes on 2 cores. Encoding is
-    # the slow part and grows with the number of items; ratings cost little. 50k ratings of 600 users
-    # x 1,000 items give every user at least 20 ratings and every movie 50 on average (median 27;
-    # density 8%, ML-1M's 4%), enough for the ID embeddings to learn and for ranking metrics to mean
-    # something.
-    users: int = 600  # number of users; every one rates at least one movie
-    items: int = 1000  # number of movies in the catalogue (some may get no rating)
-    ratings: int = 50_000  # exact number of rating lines; needs users <= ratings <= users * items
-    seed: int = 42  # the same seed and settings give byte-identical files
-    edition: str = "ml-latest-small"  # file format: ml-latest-small, ml-1m or ml-100k
-    posters: bool = True  # also draw DIR/posters/<movieId>.jpg
-    factors: int = 8  # latent factors behind ratings, words and posters
-    noise: float = 0.5  # standard deviation of the rating noise, in stars
-    popularity_exponent: float = 1.0  # Zipf exponent of item popularity (0..2)
-    activity_sigma: float = 1.0  # lognormal sigma of user activity (0..3; higher: more skewed)
-    min_user_ratings: int = 20  # every user rates at least this many (when ratings allow)
-    tag_rate: float = 0.04  # share of ratings that come with a tag (ml-latest-small only)
-    block_ratings: int = 500_000  # ratings per generated block: bounds memory; part of the stream
-    poster_workers: int = 0  # processes drawing posters (0: one per CPU)
+    The default size suits the demo: the whole pipeline (ingest, encode 1,000 titles and
+    posters on CPU with the small offline encoders, train, evaluate) in a few minutes on 2
+    cores. Encoding is the slow part and grows with the number of items; ratings cost little.
+    50k ratings of 600 users x 1,000 items give every user at least 20 ratings and every movie
+    50 on average (median 27; density 8%, ML-1M's 4%), enough for the ID embeddings to learn
+    and for ranking metrics to mean something.
+    """
+
+    out: Path = Path("bonmf-sample")
+    """Folder to write into: empty, new, or an earlier sample (which is replaced)."""
+    users: int = 600
+    """Number of users; every one rates at least one movie."""
+    items: int = 1000
+    """Number of movies in the catalogue (some may get no rating)."""
+    ratings: int = 50_000
+    """Exact number of rating lines; needs users <= ratings <= users * items."""
+    seed: int = 42
+    """The same seed and settings give byte-identical files."""
+    edition: str = "ml-latest-small"
+    """File format: ml-latest-small, ml-1m or ml-100k."""
+    posters: bool = True
+    """Also draw DIR/posters/<movieId>.jpg."""
+    factors: int = 8
+    """Latent factors behind ratings, words and posters."""
+    noise: float = 0.5
+    """Standard deviation of the rating noise, in stars."""
+    popularity_exponent: float = 1.0
+    """Zipf exponent of item popularity (0..2)."""
+    activity_sigma: float = 1.0
+    """Lognormal sigma of user activity (0..3; higher: more skewed)."""
+    min_user_ratings: int = 20
+    """Every user rates at least this many (when ratings allow)."""
+    tag_rate: float = 0.04
+    """Share of ratings that come with a tag (ml-latest-small only)."""
+    block_ratings: int = 500_000
+    """Ratings per generated block: bounds memory; part of the stream."""
+    poster_workers: int = 0
+    """Processes drawing posters (0: one per CPU)."""
 
     def check(self) -> None:
         """Raise ConfigError for settings no sample can have."""
@@ -105,8 +122,6 @@ class SampleSettings:
             raise ConfigError("block_ratings must be >= 1, noise >= 0 and tag_rate within 0..1.")
         if not 0 <= self.popularity_exponent <= 2 or not 0 <= self.activity_sigma <= 3:
             raise ConfigError("popularity_exponent must be within 0..2 and activity_sigma within 0..3.")
-
-
 
 
 @dataclass(frozen=True)
