@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from bonmf_pipe import __version__
-from bonmf_pipe.console import RichProgress, console, err_console
+from bonmf_pipe.render import console, err_console, progress_renderer
 from bonmf_pipe.errors import BonmfError
 
 app = typer.Typer(
@@ -137,7 +137,7 @@ def sample(
             out=out, users=users, items=items, ratings=ratings, seed=seed, edition=edition, posters=posters,
             factors=factors,
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             summary = write_sample(settings, progress)
         render_sample_summary(summary)
 
@@ -157,7 +157,7 @@ def fetch(
     from bonmf_pipe.render import render_fetched
 
     with library_call():
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             folder = fetch_edition(FetchSettings(edition=edition, to=to, base_url=base_url, timeout=timeout), progress)
         render_fetched(folder)
 
@@ -191,7 +191,7 @@ def ingest(
             path=path, dataset=dataset, posters=posters, text_template=text_template, max_tags=max_tags,
             duckdb_memory_limit=memory_limit,
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             summary = run_ingest(Store.open(store, create=True), settings, progress)
         render_ingest_summary(summary)
 
@@ -243,7 +243,7 @@ def encode(
             rows_per_shard=rows_per_shard, num_workers=num_workers, text_pooling=text_pooling, normalize=normalize,
             max_length=max_length, image_backend=image_backend, cpu_threads=cpu_threads, retry_rejected=retry_rejected,
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             summary = run_encode(Store.open(store), settings, progress)
         render_encode_summary(summary)
 
@@ -314,7 +314,7 @@ def train(
             model=model, features=chosen, text_encoder=text_encoder, image_encoder=image_encoder, seed=seed,
             split=split, device=device, name=name, paper=paper, **{k: v for k, v in overrides.items() if v is not None},
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             result = run_train(Store.open(store), settings, progress, resume=resume)
         render_train_result(result)
 
@@ -348,7 +348,7 @@ def evaluate(
             ks=tuple(k) if k else EvalSettings.ks, threshold=threshold,
             cold_max_train_ratings=cold_max_train_ratings, full_catalogue=full_catalogue, max_users=max_users or None,
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             report = evaluate_run(Store.open(store), run, settings, progress)
         render_evaluation(report)
 
@@ -394,7 +394,7 @@ def ablate(
             baselines=() if no_baselines else tuple(baselines) if baselines else AblateSettings.baselines,
             name=name,
         )
-        with RichProgress() as progress:
+        with progress_renderer() as progress:
             result = run_ablation(Store.open(store), settings, progress)
         render_ablation(result)
 
@@ -443,7 +443,7 @@ def demo(
     settings = DemoSettings(
         out=out, path=path, posters=posters, store=store, epochs=epochs, seed=seed, device=device, features=features
     )
-    with library_call(), RichProgress() as progress:
+    with library_call(), progress_renderer() as progress:
         render_demo_result(run_demo(settings, progress))
 
 
