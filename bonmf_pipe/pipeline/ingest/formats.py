@@ -11,8 +11,10 @@ Three families share a layout:
   ``movies.csv`` (titles with commas are quoted), ``tags.csv``, ``links.csv``; UTF-8 with
   a header line.
 
-Every file is decoded block by block as UTF-8 and, where a block is not valid UTF-8, as
-latin-1 (the encoding of ml-1m and ml-100k), so a re-encoded copy of either reads the same.
+Every file is decoded line by line: a line that is valid UTF-8 is read as UTF-8, any other
+line as latin-1 (the encoding of ml-1m and ml-100k), so a re-encoded copy of either reads
+the same and one stray latin-1 line never changes how the rest of a UTF-8 file reads. The
+summary counts, per file, the lines read as latin-1.
 """
 
 from __future__ import annotations

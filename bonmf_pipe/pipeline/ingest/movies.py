@@ -45,11 +45,13 @@ def parse_movies(
     """Items of the movies file, and the number of lines read; bad lines go to ``sink``."""
     name, line_fmt = fmt.movies
     frames, read = [], 0
-    for block, _ in FieldBlocks(path, line_fmt, block_bytes):
+    blocks = FieldBlocks(path, line_fmt, block_bytes, required=True)
+    for block, _ in blocks:
         read += block.height
         typed = _typed_100k(block, genre_names) if fmt.family == "100k" else _typed_pipe_genres(block)
         sink.add_frame(name, typed.filter(pl.col("bad").is_not_null()))
         frames.append(typed.filter(pl.col("bad").is_null()))
+    sink.note_decoding(name, blocks.stats)
     items = pl.concat(frames) if frames else pl.DataFrame(schema={**ITEM_SCHEMA, "line": pl.Int64, "raw": pl.String})
     items = keep_first_per_key(items, "item_id", "movie id", name, sink)
     return items.select(*ITEM_SCHEMA), read
@@ -121,7 +123,8 @@ LINK_SCHEMA = {"item_id": pl.Int64, "imdb_id": pl.String, "tmdb_id": pl.Int64}
 def parse_links(path: Path, fmt: LineFormat, known_items: pl.Series, sink: RejectSink) -> tuple[pl.DataFrame, int]:
     """``item_id, imdb_id ("tt0114709"), tmdb_id (nullable)`` of links.csv, and lines read."""
     frames, read = [], 0
-    for block, _ in FieldBlocks(path, fmt):
+    blocks = FieldBlocks(path, fmt)
+    for block, _ in blocks:
         read += block.height
         tmdb_bad = pl.when(pl.col("tmdb_id") != "").then(int_problem("tmdb_id", "tmdbId")).otherwise(None)
         typed = block.with_columns(
@@ -137,6 +140,7 @@ def parse_links(path: Path, fmt: LineFormat, known_items: pl.Series, sink: Rejec
         typed = typed.with_columns(pl.when(unknown).then(message).otherwise("bad").alias("bad"))
         sink.add_frame(path.name, typed.filter(pl.col("bad").is_not_null()))
         frames.append(typed.filter(pl.col("bad").is_null()).select("line", "raw", *LINK_SCHEMA))
+    sink.note_decoding(path.name, blocks.stats)
     links = pl.concat(frames) if frames else pl.DataFrame(schema={"line": pl.Int64, "raw": pl.String, **LINK_SCHEMA})
     links = keep_first_per_key(links, "item_id", "movie id", path.name, sink)
     return links.select(*LINK_SCHEMA), read

@@ -1,8 +1,13 @@
 """Match a poster folder to the items and check every matched poster.
 
-A poster is ``<movieId>.jpg|jpeg|png|webp`` (case-insensitive; when one id has several, jpg
-wins, then png, then webp, and the others are rejected as ``poster_duplicate``). Each
-matched file is read once: its SHA-256 (the image's content hash for the encoder), its
+A poster is ``<movieId>.jpg|jpeg|png|webp`` (the id in ASCII digits, the extension in any
+case). Every entry of the folder is accounted for: a name of another form is rejected as
+``poster_name``, a poster of a movie the movies file does not have as
+``poster_unknown_item``, and when one id has several files (``127.jpg`` and ``0127.jpg``,
+``128.jpg`` and ``128.JPG``, ``5.jpg`` and ``5.png``) one is kept, chosen the same way every
+time, and the others are rejected as ``poster_duplicate``: the name written exactly as the
+id wins, then a lower-case extension, then jpg, jpeg, png, webp, then the name's sort order.
+Each kept file is read once: its SHA-256 (the image's content hash for the encoder), its
 size in pixels, and a decode check that catches empty, truncated, non-image and undecodable
 files (JPEGs decode at reduced scale with ``draft``, which still reads every byte). The
 format comes from the bytes, not the extension. Many posters are checked in a process pool.
@@ -14,6 +19,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ from bonmf_pipe.pipeline.ingest.rejects import RejectSink
 from bonmf_pipe.progress import Reporter
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+_POSTER_NAME = re.compile(r"^([0-9]+)(\.[A-Za-z]+)$")
 POOL_MIN_POSTERS = 4096  # below this a pool costs more to start than it saves
 POSTER_SCHEMA = {
     "item_id": pl.Int64,
@@ -48,9 +55,9 @@ class PosterCheck:
 
 @dataclass(frozen=True)
 class PosterScan:
-    found: int  # poster files in the folder (named <id>.<image extension>)
+    found: int  # entries in the poster folder
     matched: int  # usable posters of known items
-    rejected: int
+    rejected: int  # found - matched: every other entry is a reject row
     table: pl.DataFrame  # POSTER_SCHEMA, one row per usable poster
 
 
@@ -81,27 +88,53 @@ def check_poster(path: str) -> PosterCheck:
     return PosterCheck(path, digest, width, height)
 
 
-def find_posters(folder: Path) -> dict[int, list[Path]]:
-    """Poster files by item id, each list in preference order (jpg, jpeg, png, webp)."""
+@dataclass(frozen=True)
+class FolderScan:
+    """The entries of a poster folder: poster files by item id (preferred first), and the rest."""
+
+    by_item: dict[int, list[Path]]
+    other: list[tuple[Path, str]]  # (entry, reject reason) for names that are not <id>.<ext>
+
+
+def find_posters(folder: Path) -> FolderScan:
+    """Sort every entry of ``folder`` into posters by item id and rejected names."""
     if not folder.is_dir():
         raise InputError(f"{folder}: the poster folder does not exist. Pass --posters DIR with <movieId>.jpg files.")
-    found: dict[int, list[Path]] = {}
-    for entry in os.scandir(folder):
-        stem, ext = os.path.splitext(entry.name)
-        if ext.lower() in EXTENSIONS and stem.isdigit() and entry.is_file():
-            found.setdefault(int(stem), []).append(Path(entry.path))
-    for paths in found.values():
-        paths.sort(key=lambda p: (EXTENSIONS.index(p.suffix.lower()), p.name))
-    return found
+    by_item: dict[int, list[Path]] = {}
+    other: list[tuple[Path, str]] = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        match = _POSTER_NAME.match(entry.name)
+        if not entry.is_file():
+            other.append((Path(entry.path), "poster_name: a folder (or other non-file) in the poster folder"))
+        elif match is None or match.group(2).lower() not in EXTENSIONS:
+            other.append((Path(entry.path), f"poster_name: {entry.name!r} is not <movieId>.jpg|jpeg|png|webp"))
+        else:
+            by_item.setdefault(int(match.group(1)), []).append(Path(entry.path))
+    for item, paths in by_item.items():
+        paths.sort(key=lambda p: _preference(item, p))
+    return FolderScan(by_item, other)
+
+
+def _preference(item: int, path: Path) -> tuple:
+    """Sort key of one id's files: exact name, lower-case extension, jpg..webp, name."""
+    ext = path.suffix
+    return (path.stem != str(item), ext != ext.lower(), EXTENSIONS.index(ext.lower()), path.name)
 
 
 def scan_posters(
-    folder: Path, item_ids: pl.Series, sink: RejectSink, report: Reporter, workers: int | None = None
+    folder: Path, item_ids: pl.Series, sink: RejectSink, report: Reporter, workers: int | None = None,
+    movies_name: str = "the movies file",
 ) -> PosterScan:
-    """Check the posters of known items; rejected ones go to ``sink`` (line null)."""
+    """Check the posters of known items; every other entry goes to ``sink`` (line null)."""
     folder = Path(folder).resolve()
-    found = find_posters(folder)
+    scan = find_posters(folder)
+    found = scan.by_item
+    for path, reason in scan.other:
+        sink.add(str(path), None, None, reason)
     known = set(item_ids.to_list())
+    for item in sorted(i for i in found if i not in known):
+        for path in found[item]:
+            sink.add(str(path), None, None, f"poster_unknown_item: movie {item} is not in {movies_name}")
     matched = sorted(i for i in found if i in known)
     for item in matched:
         for extra in found[item][1:]:
@@ -117,8 +150,8 @@ def scan_posters(
         else:
             rows.append((item, check.path, check.sha256, check.width, check.height))
     table = pl.DataFrame(rows, schema=POSTER_SCHEMA, orient="row")
-    rejected = len(matched) - len(rows) + sum(len(found[i]) - 1 for i in matched)
-    return PosterScan(found=sum(len(v) for v in found.values()), matched=len(rows), rejected=rejected, table=table)
+    entries = sum(len(v) for v in found.values()) + len(scan.other)
+    return PosterScan(found=entries, matched=len(rows), rejected=entries - len(rows), table=table)
 
 
 def _run_checks(paths: list[str], report: Reporter, workers: int | None) -> list[PosterCheck]:

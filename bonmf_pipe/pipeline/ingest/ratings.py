@@ -97,7 +97,8 @@ def _stage(job: RatingsJob, staging: Path, sink: RejectSink, report: Reporter) -
     report.begin(task, total=job.path.stat().st_size, unit="bytes")
     read = 0
     with pq.ParquetWriter(staging, STAGING_SCHEMA, compression="lz4") as out:
-        for block, consumed in FieldBlocks(job.path, job.fmt, job.block_bytes):
+        blocks = FieldBlocks(job.path, job.fmt, job.block_bytes, required=True)
+        for block, consumed in blocks:
             read += block.height
             typed = validate_ratings(block, job)
             sink.add_frame(job.path.name, typed.filter(pl.col("bad").is_not_null()))
@@ -107,6 +108,7 @@ def _stage(job: RatingsJob, staging: Path, sink: RejectSink, report: Reporter) -
             if good.height:
                 out.write_table(good.to_arrow().cast(STAGING_SCHEMA))
             report.advance(task, consumed)
+    sink.note_decoding(job.path.name, blocks.stats)
     report.end(task)
     return read
 

@@ -9,7 +9,7 @@ are null). Nothing here converts types: the file-specific parsers do, vectorised
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -21,18 +21,50 @@ DEFAULT_BLOCK_BYTES = 16 << 20
 
 
 def decode(data: bytes) -> str:
-    """UTF-8 when the bytes are valid UTF-8, else latin-1 (ml-1m, ml-100k); never fails."""
+    """Bytes as text, line by line: UTF-8 where a line is valid UTF-8, else latin-1; never fails."""
+    return decode_lines(data)[0]
+
+
+@dataclass
+class DecodeStats:
+    """How the lines of one file were decoded (updated while it is read)."""
+
+    latin1_lines: int = 0  # lines that are not valid UTF-8, decoded as latin-1
+    first_latin1_line: int | None = None  # 1-based number of the first such line
+
+
+def decode_lines(data: bytes, first_line: int = 1, stats: DecodeStats | None = None) -> tuple[str, int]:
+    """``data`` decoded per line (see ``decode``) and the number of lines decoded as latin-1.
+
+    A file that is UTF-8 stays UTF-8 even when one line is not (that line alone is read as
+    latin-1, the encoding of ml-1m and ml-100k); nothing is ever re-decoded as a whole.
+    """
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), 0
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        pass
+    out, latin1 = [], 0
+    for offset, line in enumerate(data.split(b"\n")):
+        try:
+            out.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(line.decode("latin-1"))
+            latin1 += 1
+            if stats is not None and stats.first_latin1_line is None:
+                stats.first_latin1_line = first_line + offset
+    if stats is not None:
+        stats.latin1_lines += latin1
+    return "\n".join(out), latin1
 
 
-def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[tuple[int, pl.Series, int]]:
+def iter_line_blocks(
+    path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES, stats: DecodeStats | None = None
+) -> Iterator[tuple[int, pl.Series, int]]:
     """Yield ``(first_line_number, lines, bytes_consumed)`` for blocks of whole lines.
 
     Line numbers are 1-based and count every physical line. Line endings (``\\n`` or
-    ``\\r\\n``) are removed; a UTF-8 byte order mark at the start is dropped.
+    ``\\r\\n``) are removed; a UTF-8 byte order mark at the start is dropped. Lines are
+    decoded one by one (``decode_lines``); ``stats`` counts those read as latin-1.
     """
     line_no, rest, pending = 1, b"", 0
     with open(path, "rb") as fh:
@@ -43,37 +75,57 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iter
                 rest = data
                 continue
             rest = data[cut + 1 :]
-            lines = _split_lines(data[:cut], first=line_no == 1)
+            lines = _split_lines(data[:cut], line_no, stats)
             yield line_no, lines, pending
             line_no, pending = line_no + len(lines), 0
         if rest:
-            yield line_no, _split_lines(rest, first=line_no == 1), pending
+            yield line_no, _split_lines(rest, line_no, stats), pending
 
 
-def _split_lines(data: bytes, first: bool) -> pl.Series:
-    text = decode(data)
-    if first:
-        text = text.removeprefix("\ufeff")
+def _split_lines(data: bytes, first_line: int, stats: DecodeStats | None) -> pl.Series:
+    if first_line == 1:
+        data = data.removeprefix(b"\xef\xbb\xbf")
+    text, _ = decode_lines(data, first_line, stats)
     lines = pl.Series("raw", [text], dtype=pl.String).str.split("\n").explode()
     return lines.str.strip_suffix("\r")
 
 
 @dataclass
 class FieldBlocks:
-    """Iterate a file as frames of named fields, checking the CSV header on line 1."""
+    """Iterate a file as frames of named fields, checking the CSV header on line 1.
+
+    With ``required`` a file without a data line (0 bytes, or only its header) is an
+    InputError naming it, not an empty table. ``stats`` counts the lines read as latin-1.
+    """
 
     path: Path
     fmt: LineFormat
     block_bytes: int = DEFAULT_BLOCK_BYTES
+    required: bool = False
+    stats: DecodeStats = field(default_factory=DecodeStats)
 
     def __iter__(self) -> Iterator[tuple[pl.DataFrame, int]]:
         """Yield ``(frame, bytes_consumed)``; the header line is checked and skipped."""
-        for first, lines, consumed in iter_line_blocks(self.path, self.block_bytes):
+        data_lines = 0
+        for first, lines, consumed in iter_line_blocks(self.path, self.block_bytes, self.stats):
             if first == 1 and self.fmt.header is not None:
                 self._check_header(lines[0] if len(lines) else "")
                 lines, first = lines.slice(1), 2
+            data_lines += len(lines)
             if len(lines):
                 yield split_fields(lines, first, self.fmt), consumed
+        if self.required and data_lines == 0:
+            self._empty()
+
+    def _empty(self) -> None:
+        if self.path.stat().st_size == 0:
+            what = "is empty (0 bytes)"
+        else:
+            what = "has no data lines (only its header)" if self.fmt.header else "has no data lines"
+        raise InputError(
+            f"{self.path} {what}, so the ingest would empty its table. Check the file (an interrupted "
+            "download or copy?) and ingest again."
+        )
 
     def _check_header(self, line: str) -> None:
         found = tuple(f.strip().strip('"').lower() for f in line.split(","))

@@ -2,9 +2,10 @@
 
 A reason reads ``code: detail`` with a short stable code (``malformed``, ``out_of_scale``,
 ``unknown_item``, ``unknown_user``, ``duplicate``, ``poster_empty``, ``poster_not_image``,
-``poster_truncated``, ``poster_undecodable``, ``poster_duplicate``); the summary counts rows
-by code. ``source`` is the file's name in the MovieLens folder ("ratings.csv"), or a
-poster's absolute path (``line`` and ``raw`` null); ``raw`` is the line, cut at 500 chars.
+``poster_truncated``, ``poster_undecodable``, ``poster_duplicate``, ``poster_name``,
+``poster_unknown_item``); the summary counts rows by code. ``source`` is the file's name in
+the MovieLens folder ("ratings.csv"), or a poster's absolute path (``line`` and ``raw``
+null); ``raw`` is the line, cut at 500 chars.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from collections import Counter
 
 import polars as pl
 
+from bonmf_pipe.errors import InputError
 from bonmf_pipe.featurestore import TableWriter
 from bonmf_pipe.featurestore.schema import REJECTS
+from bonmf_pipe.pipeline.ingest.formats import EditionFormat
+from bonmf_pipe.pipeline.ingest.reader import DecodeStats
 
 STAGE = "ingest"
 RAW_MAX_CHARS = 500
@@ -32,12 +36,18 @@ class RejectSink:
         self.writer = writer
         self.by_code: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
+        self.latin1_lines: Counter[str] = Counter()  # kept lines that were not UTF-8, by file
         self._buffer: list[pl.DataFrame] = []
         self._buffered = 0
 
     @property
     def total(self) -> int:
         return sum(self.by_code.values())
+
+    def note_decoding(self, source: str, stats: DecodeStats) -> None:
+        """Count the lines of ``source`` that were read as latin-1 (they are kept, not rejected)."""
+        if stats.latin1_lines:
+            self.latin1_lines[source] += stats.latin1_lines
 
     def add_frame(self, source: str, frame: pl.DataFrame, reason: str = "bad") -> None:
         """Reject every row of ``frame`` (columns ``line``, ``raw`` and the reason column)."""
@@ -80,3 +90,22 @@ def keep_first_per_key(frame: pl.DataFrame, key: str, label: str, source: str, s
     message = pl.format(f"duplicate: {label} {{}} is already defined on line {{}}", key, "_first")
     sink.add_frame(source, frame.filter(pl.col("line") != pl.col("_first")).with_columns(message.alias("bad")))
     return frame.filter(pl.col("line") == pl.col("_first")).drop("_first")
+
+
+def check_not_all_rejected(files, sink: RejectSink, allow_empty: bool, fmt: EditionFormat) -> None:
+    """An InputError when the movies, users or ratings file had rows and every one was rejected.
+
+    ``files`` are the ingest's FileStats. With ``allow_empty`` such an ingest goes on (and
+    its tables come out empty); otherwise it stops before committing anything.
+    """
+    sources = {fmt.movies[0], fmt.ratings[0], *((fmt.users[0],) if fmt.users else ())}
+    emptied = [f for f in files if f.source in sources and f.rows_read > 0 and f.rows_kept == 0]
+    if allow_empty or not emptied:
+        return
+    reasons = ", ".join(f"{code} {n:,}" for code, n in sink.by_code.most_common(4))
+    names = ", ".join(f"{f.source} ({f.rows_read:,} rows)" for f in emptied)
+    raise InputError(
+        f"Every row of {names} was rejected ({reasons}), so the ingest would leave empty tables; nothing "
+        "was committed. Check the files (right edition? right --dataset?), or pass --allow-empty to "
+        "commit empty tables anyway."
+    )

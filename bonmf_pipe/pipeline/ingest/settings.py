@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bonmf_pipe.errors import ConfigError
@@ -10,6 +11,7 @@ from bonmf_pipe.pipeline.ingest.formats import DATASET_CHOICES, check_folder
 from bonmf_pipe.pipeline.ingest.text import template_fields
 
 DEFAULT_TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}. Tags: {tags}."
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class IngestSettings:
     """DuckDB threads; None: every CPU core."""
     poster_workers: int | None = None
     """Processes that check posters when there are many; None: every CPU core (at most 16)."""
+    allow_empty: bool = False
+    """Commit even when every row of the movies, users or ratings file was rejected (the
+    tables come out empty); by default such an ingest fails and the store keeps its tables."""
 
     def __post_init__(self) -> None:
         check_folder(Path(self.path))  # before any store is created for it
@@ -59,6 +64,15 @@ class IngestSettings:
             raise ConfigError(f"max_tags must be 0 or more, not {self.max_tags}.")
         if self.block_bytes < 1024:
             raise ConfigError(f"block_bytes must be at least 1024, not {self.block_bytes}.")
+        if not isinstance(self.duckdb_memory_limit, str) or not _MEMORY_LIMIT.match(self.duckdb_memory_limit):
+            raise ConfigError(
+                f"--memory-limit {self.duckdb_memory_limit!r} is not a size. Give a number and a unit, "
+                "e.g. 512MB, 1GB or 2.5GiB."
+            )
+        for name in ("threads", "poster_workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1 (or None: every core), not {value!r}.")
         template_fields(self.text_template)
 
 
@@ -84,6 +98,7 @@ class IngestSummary:
     posters_matched: int
     posters_rejected: int
     seconds: float
+    latin1_lines: dict[str, int] = field(default_factory=dict)  # file -> kept lines that were not UTF-8
 
     @property
     def rejects(self) -> int:

@@ -34,7 +34,8 @@ def ingest_tags(
     task = f"read {path.name}"
     report.begin(task, total=path.stat().st_size, unit="bytes")
     counts, users, read, kept = [], [], 0, 0
-    for block, consumed in FieldBlocks(path, fmt, block_bytes):
+    blocks = FieldBlocks(path, fmt, block_bytes)
+    for block, consumed in blocks:
         read += block.height
         typed = _validate(block, known_items, movies_name)
         sink.add_frame(path.name, typed.filter(pl.col("bad").is_not_null()))
@@ -46,6 +47,7 @@ def ingest_tags(
         users.append(good.get_column("user_id").unique())
         report.advance(task, consumed)
     report.end(task)
+    sink.note_decoding(path.name, blocks.stats)
     top = _top_tags(pl.concat(counts) if counts else None, max_tags)
     ids = pl.concat(users).unique() if users else pl.Series("user_id", [], dtype=pl.Int64)
     return TagsResult(rows_read=read, kept=kept, top_tags=top, user_ids=ids)

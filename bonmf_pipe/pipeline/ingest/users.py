@@ -39,11 +39,13 @@ def parse_users(
     assert fmt.users is not None
     name, line_fmt = fmt.users
     frames, read = [], 0
-    for block, _ in FieldBlocks(path, line_fmt):
+    blocks = FieldBlocks(path, line_fmt, required=True)
+    for block, _ in blocks:
         read += block.height
         typed = _typed(block, fmt.family == "100k", occupations)
         sink.add_frame(name, typed.filter(pl.col("bad").is_not_null()))
         frames.append(typed.filter(pl.col("bad").is_null()))
+    sink.note_decoding(name, blocks.stats)
     users = pl.concat(frames) if frames else pl.DataFrame(schema={"line": pl.Int64, "raw": pl.String, **USER_SCHEMA})
     users = keep_first_per_key(users, "user_id", "user id", name, sink)
     return users.select(*USER_SCHEMA), read

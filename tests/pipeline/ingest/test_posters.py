@@ -50,20 +50,21 @@ def _scan(tmp_path, folder, ids, workers=None):
     return scan, store.read_table("rejects").to_pylist()
 
 
-def test_scan_matches_ids_and_prefers_jpg(tmp_path):
+def test_scan_matches_ids_and_rejects_every_other_entry(tmp_path):
     folder = tmp_path / "posters"
     folder.mkdir()
     _image(folder / "1.jpg", "JPEG")
     _image(folder / "1.png", "PNG")  # second poster of movie 1: rejected as a duplicate
     _image(folder / "2.PNG", "PNG")
-    _image(folder / "77.jpg", "JPEG")  # no such movie: found, not matched, not rejected
-    (folder / "notes.txt").write_text("ignored")
+    _image(folder / "77.jpg", "JPEG")  # no such movie: rejected as an unknown item
+    (folder / "notes.txt").write_text("not a poster")  # not <id>.<ext>: rejected by name
     scan, rejects = _scan(tmp_path, folder, [1, 2, 3])
-    assert (scan.found, scan.matched, scan.rejected) == (4, 2, 1)
+    assert (scan.found, scan.matched, scan.rejected) == (5, 2, 3)
     paths = dict(zip(scan.table["item_id"].to_list(), scan.table["poster_path"].to_list(), strict=True))
     assert paths == {1: str((folder / "1.jpg").resolve()), 2: str((folder / "2.PNG").resolve())}
-    assert [(r["source"].rsplit("/", 1)[-1], r["line"], r["reason"].split(":")[0]) for r in rejects] == [
-        ("1.png", None, "poster_duplicate")
+    got = sorted((r["source"].rsplit("/", 1)[-1], r["line"], r["reason"].split(":")[0]) for r in rejects)
+    assert got == [
+        ("1.png", None, "poster_duplicate"), ("77.jpg", None, "poster_unknown_item"), ("notes.txt", None, "poster_name"),
     ]
 
 

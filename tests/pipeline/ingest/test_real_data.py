@@ -24,8 +24,10 @@ def small_store(tmp_path_factory, ml_latest_small, ml_1m_posters):
 def test_ml_latest_small_with_posters(small_store, ml_1m_posters):
     store, s = small_store
     assert (s.edition, s.ratings, s.items, s.users, s.tag_applications) == ("ml-latest-small", 100_836, 9_742, 610, 3_683)
-    assert (s.posters_found, s.posters_matched, s.posters_rejected) == (3_872, 2_947, 0)
-    assert s.rejected == {} and store.read_table("rejects").num_rows == 0
+    # The 925 ML-1M posters of movies that ml-latest-small lacks are rejects, not silently ignored.
+    assert (s.posters_found, s.posters_matched, s.posters_rejected) == (3_872, 2_947, 925)
+    assert s.rejected == {"poster_unknown_item": 925} and store.read_table("rejects").num_rows == 925
+    assert s.latin1_lines == {}  # every line of the UTF-8 CSV edition stays UTF-8
     assert store.manifest("ratings").rows == 100_836 and store.manifest("tags").rows == 3_683
     items = {r["item_id"]: r for r in store.read_table("items").to_pylist()}
     toy = items[1]
