@@ -1,12 +1,18 @@
-"""Ablation: svd, nmf and BoNMF with each set of side information, on ONE split and seed.
+"""Ablation: svd, nmf and BoNMF with each set of side information, over one or more seeds.
 
-Every variant trains from the same base ``TrainSettings`` (only ``model`` and ``features``
-change), so all of them see the same split id and therefore the same test rows. The
-comparison lands in ``<store>/ablations/<id>/``: ``results.parquet``, ``results.md`` (a
-markdown table), ``results.json`` (settings, rows, notes), rewritten atomically after each
-variant so a killed ablation keeps what finished, and, with matplotlib installed (the
-``plots`` extra), ``results.png``: test/cold/unseen RMSE per variant and the valid RMSE of
-every epoch.
+For each seed every variant trains from the same base ``TrainSettings`` (only ``model`` and
+``features`` change), so all of them see the same split and therefore the same test rows;
+each seed draws its own split. With ``tune_trials`` every variant is first tuned on that
+seed's validation slice with the same budget (``pipeline.tune``), and the best trial's run
+is the variant's run for that seed (tuning per seed keeps every seed's test rows out of its
+own tuning: a split of another seed would have them in its train part).
+
+The comparison lands in ``<store>/ablations/<id>/``: ``results.parquet`` (one row per seed
+and variant; the ``ablations`` view), ``results.md`` (mean ± std per variant, the paired
+comparison of each BoNMF variant against the best ID-only model with a 95% t-interval, and
+the per-seed rows), ``results.json`` (settings, rows, summary, comparisons, notes), all
+rewritten atomically after each run so a killed ablation keeps what finished, and, with
+matplotlib installed (the ``plots`` extra), ``results.png``.
 """
 
 from __future__ import annotations
@@ -20,33 +26,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from bonmf_pipe.errors import ConfigError, StoreError
-from bonmf_pipe.featurestore.io import atomic_path, atomic_write_bytes, atomic_write_json
-from bonmf_pipe.featurestore.store import Store, settings_dict, write_parquet_atomic
+from bonmf_pipe.evaluation import EvalSettings, evaluate_run
+from bonmf_pipe.featurestore.store import Store
+from bonmf_pipe.pipeline.ablate_report import K, RESULT_SCHEMA, RESULTS, plot, summarize, write_results
+from bonmf_pipe.pipeline.tune import TuneSettings, tune
 from bonmf_pipe.progress import ProgressCallback, Reporter
-from bonmf_pipe.trainer.settings import FEATURES, MODELS, TrainSettings
+from bonmf_pipe.trainer import TrainSettings, read_run_config, train
+from bonmf_pipe.trainer.settings import FEATURES, MODELS
 
-RESULTS = "results.parquet"
-RESULTS_MD = "results.md"
-RESULTS_JSON = "results.json"
-RESULTS_PNG = "results.png"
-K = 10
-RESULT_SCHEMA = pa.schema(
-    [
-        pa.field("ablation_id", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("features", pa.string()),  # "none", "text", "image", "text+image"
-        pa.field("rmse", pa.float64()),
-        pa.field("mae", pa.float64()),
-        pa.field(f"precision_at_{K}", pa.float64()),  # rated-items protocol
-        pa.field(f"ndcg_at_{K}", pa.float64()),  # rated-items protocol
-        pa.field("cold_rmse", pa.float64()),
-        pa.field("unseen_rmse", pa.float64()),
-        pa.field("cold_rows", pa.int64()),
-        pa.field("unseen_rows", pa.int64()),
-        pa.field("fit_seconds", pa.float64()),  # training epochs only
-        pa.field("run_id", pa.string()),
-    ]
-)
+__all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features"]
 
 
 @dataclass(frozen=True)
@@ -54,13 +42,20 @@ class AblateSettings:
     """What an ablation trains (serialised into ``results.json``)."""
 
     train: TrainSettings = field(default_factory=TrainSettings)
-    """Base settings of every run (split, seed, epochs, lr, encoders, ...); model and features are set per variant."""
+    """Base settings of every run (split, first seed, epochs, lr, encoders, ...); model and
+    features are set per variant, the seed per repetition."""
     features: tuple[str, ...] = ("none", "text", "image", "text+image")
     """BoNMF variants: each entry a '+'-joined subset of text, image, or 'none'."""
     baselines: tuple[str, ...] = ("svd", "nmf")
     """Models trained without side information for comparison."""
     name: str | None = None
     """A label for the ablation (part of its id)."""
+    seeds: int = 1
+    """Repetitions: seeds ``train.seed``, ``train.seed + 1``, ...; each draws its own split."""
+    tune_trials: int = 0
+    """Tune every variant with this many Optuna trials per seed before comparing (0 = no tuning)."""
+    level: float = 0.95
+    """Confidence level of the paired t-intervals."""
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -70,10 +65,19 @@ class AblateSettings:
             parse_features(f)
         if not self.features and not self.baselines:
             raise ConfigError("Nothing to ablate: give at least one --features variant or baseline.")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1 (got {self.seeds}).")
+        if self.tune_trials < 0:
+            raise ConfigError(f"--tune must be 0 (no tuning) or a number of trials (got {self.tune_trials}).")
+        if not 0.5 <= self.level < 1.0:
+            raise ConfigError(f"level must be in [0.5, 1) (got {self.level}).")
 
     def variants(self) -> list[tuple[str, tuple[str, ...]]]:
         """(model, features) of every run, baselines first."""
         return [(b, ()) for b in self.baselines] + [("bonmf", parse_features(f)) for f in self.features]
+
+    def seed_list(self) -> list[int]:
+        return [self.train.seed + i for i in range(self.seeds)]
 
 
 def parse_features(spec: str) -> tuple[str, ...]:
@@ -93,30 +97,39 @@ def features_label(features: tuple[str, ...]) -> str:
 
 @dataclass
 class AblationResult:
-    """The comparison table and where it was written."""
+    """The comparison (per-seed rows, summary, paired comparisons) and where it was written."""
 
     ablation_id: str
     folder: Path
     table: pa.Table
-    split_id: str
+    split_id: str  # the first seed's split
     plot: Path | None = None
     notes: list[str] = field(default_factory=list)
+    split_ids: dict[int, str] = field(default_factory=dict)
+    summary: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
 
     @property
     def markdown(self) -> str:
-        return (self.folder / RESULTS_MD).read_text()
+        return (self.folder / "results.md").read_text()
 
-    def row(self, model: str, features: str = "none") -> dict:
+    def row(self, model: str, features: str = "none", seed: int | None = None) -> dict:
+        """The per-seed row of a variant (the first seed's unless ``seed`` is given)."""
         for r in self.table.to_pylist():
-            if r["model"] == model and r["features"] == features:
+            if r["model"] == model and r["features"] == features and (seed is None or r["seed"] == seed):
                 return r
         raise KeyError(f"no ablation row for {model}/{features}")
 
+    def summary_row(self, model: str, features: str = "none") -> dict:
+        """Mean, std and n of every metric of a variant over the seeds."""
+        for r in self.summary:
+            if r["model"] == model and r["features"] == features:
+                return r
+        raise KeyError(f"no ablation summary for {model}/{features}")
+
 
 def ablate(store: Store, settings: AblateSettings | None = None, progress: ProgressCallback | None = None) -> AblationResult:
-    """Train every variant of ``settings`` and write the comparison table (and chart)."""
-    from bonmf_pipe.trainer import train
-
+    """Train (and, when asked, tune) every variant of ``settings`` for every seed; write the comparison."""
     s = settings or AblateSettings()
     report = Reporter(progress)
     label = "".join(c if c.isalnum() or c in "-_" else "-" for c in (s.name or "ablation"))[:40]
@@ -124,50 +137,85 @@ def ablate(store: Store, settings: AblateSettings | None = None, progress: Progr
     folder = store.root / "ablations" / ablation_id
     folder.mkdir(parents=True, exist_ok=False)
     rows: list[dict] = []
-    epochs: dict[str, list[dict]] = {}
+    curves: dict[str, list[dict]] = {}
     notes: list[str] = []
-    split_ids: set[str] = set()
+    split_ids: dict[int, str] = {}
     variants = s.variants()
-    for n, (model, feats) in enumerate(variants, 1):
-        name = f"{label}-{model}-{features_label(feats)}"
-        report.note(f"ablation {ablation_id}: {n}/{len(variants)} {model} features={features_label(feats)}")
-        run_settings = dataclasses.replace(s.train, model=model, features=feats, name=name)
-        result = train(store, run_settings, progress)
-        evaluation = result.evaluation or _evaluate(store, result.run_id, progress)
-        rows.append(_result_row(ablation_id, model, feats, result, evaluation))
-        epochs[_variant_label(model, feats)] = result.epochs
-        split_ids.add(_split_of(store, result.run_id))
-        if len(split_ids) > 1:
-            raise StoreError(f"Ablation {ablation_id}: runs landed on different splits {sorted(split_ids)}; this is a bug.")
-        _write_results(folder, s, rows, notes, next(iter(split_ids)))
+    total = len(variants) * s.seeds
+    for seed in s.seed_list():
+        base = dataclasses.replace(s.train, seed=seed)
+        for model, feats in variants:
+            n = len(rows) + 1
+            report.note(f"ablation {ablation_id}: {n}/{total} seed {seed} {model} features={features_label(feats)}"
+                        + (f", tuning {s.tune_trials} trials" if s.tune_trials else ""))
+            run_settings = dataclasses.replace(base, model=model, features=feats,
+                                               name=f"{label}-{model}-{features_label(feats)}-s{seed}")
+            run_id, epochs, extra = _run_variant(store, s, ablation_id, run_settings, progress)
+            split = str(read_run_config(store, run_id)["split_id"])
+            if split_ids.setdefault(seed, split) != split:
+                raise StoreError(f"Ablation {ablation_id}: seed {seed}'s runs landed on different splits "
+                                 f"({split_ids[seed]}, {split}); this is a bug.")
+            evaluation = evaluate_run(store, run_id, EvalSettings(full_catalogue=False), progress)
+            rows.append(_result_row(ablation_id, seed, split, model, feats, run_id, epochs, evaluation, extra))
+            if seed == s.train.seed:
+                curves[_variant_label(model, feats)] = epochs
+            write_results(folder, s, rows, notes, split_ids)
     table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-    plot = _plot(folder, table, epochs, notes)
-    split_id = next(iter(split_ids))
-    _write_results(folder, s, rows, notes, split_id)
+    summary, comparisons = summarize(rows, s.level)
+    if s.seeds < 2:
+        notes.append("One seed: no spread and no interval; use --seeds 3 or more to compare models fairly.")
+    picture = plot(folder, table, summary, comparisons, curves, notes)
+    write_results(folder, s, rows, notes, split_ids)
     for note in notes:
         report.note(note)
-    return AblationResult(ablation_id, folder, table, split_id, plot, notes)
+    for c in comparisons:
+        report.note(_comparison_line(c))
+    return AblationResult(ablation_id, folder, table, split_ids[s.train.seed], picture, notes, split_ids, summary,
+                          comparisons)
 
 
-def _evaluate(store: Store, run_id: str, progress: ProgressCallback | None):
-    from bonmf_pipe.evaluation.evaluate import evaluate_run
+def _run_variant(store: Store, s: AblateSettings, ablation_id: str, run_settings: TrainSettings,
+                 progress: ProgressCallback | None) -> tuple[str, list[dict], dict]:
+    """Train the variant (or tune it and take the best trial's run); (run id, epochs, extra columns)."""
+    if not s.tune_trials:
+        result = train(store, run_settings, progress)
+        valid = [e["valid_rmse"] for e in result.epochs if e.get("valid_rmse") is not None]
+        return result.run_id, result.epochs, {"valid_rmse": min(valid) if valid else None, "tune_study": None,
+                                              "fit_seconds": _fit_seconds(result.epochs)}
+    study = f"{ablation_id}-{run_settings.model}-{features_label(run_settings.features)}-s{run_settings.seed}"
+    tuned = tune(store, TuneSettings(model=run_settings.model, features=run_settings.features,
+                                     trials=s.tune_trials, seed=run_settings.seed, split=run_settings.split,
+                                     train=run_settings, study=study), progress)
+    if tuned.best is None or tuned.best.run_id is None:
+        raise StoreError(f"Tuning {study} finished no trial, so the variant has no run; see the tuning table.")
+    epochs = _run_epochs(store, tuned.best.run_id)
+    return tuned.best.run_id, epochs, {"valid_rmse": tuned.best.valid_rmse, "tune_study": study,
+                                       "fit_seconds": sum(r["seconds"] or 0.0 for r in tuned.trials)}
 
-    return evaluate_run(store, run_id, progress=progress)
+
+def _run_epochs(store: Store, run_id: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    from bonmf_pipe.trainer import run_dir
+
+    path = run_dir(store, run_id) / "epochs.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
 
 
-def _split_of(store: Store, run_id: str) -> str:
-    from bonmf_pipe.trainer import read_run_config
-
-    return str(read_run_config(store, run_id)["split_id"])
+def _fit_seconds(epochs: list[dict]) -> float:
+    return float(sum(e.get("seconds") or 0.0 for e in epochs))
 
 
 def _variant_label(model: str, feats: tuple[str, ...]) -> str:
     return model if model != "bonmf" else f"bonmf {features_label(feats)}"
 
 
-def _result_row(ablation_id: str, model: str, feats: tuple[str, ...], result, ev) -> dict:
+def _result_row(ablation_id: str, seed: int, split_id: str, model: str, feats: tuple[str, ...], run_id: str,
+                epochs: list[dict], ev, extra: dict) -> dict:
     return {
         "ablation_id": ablation_id,
+        "seed": seed,
+        "split_id": split_id,
         "model": model,
         "features": features_label(feats),
         "rmse": ev.value("rmse"),
@@ -178,75 +226,16 @@ def _result_row(ablation_id: str, model: str, feats: tuple[str, ...], result, ev
         "unseen_rmse": ev.value("rmse", "rating", "unseen"),
         "cold_rows": ev.count("rmse", "rating", "cold"),
         "unseen_rows": ev.count("rmse", "rating", "unseen"),
-        "fit_seconds": float(sum(e.get("seconds") or 0.0 for e in result.epochs)),
-        "run_id": result.run_id,
+        "valid_rmse": extra["valid_rmse"],
+        "epochs_run": len(epochs),
+        "fit_seconds": extra["fit_seconds"],
+        "tune_study": extra["tune_study"],
+        "run_id": run_id,
     }
 
 
-# -- outputs ---------------------------------------------------------------------------------
-def markdown_table(table: pa.Table) -> str:
-    """The comparison as a GitHub markdown table."""
-    head = ["model", "features", "RMSE", "MAE", f"P@{K}", f"NDCG@{K}", "cold RMSE", "unseen RMSE", "fit s", "run"]
-    cols = ["model", "features", "rmse", "mae", f"precision_at_{K}", f"ndcg_at_{K}", "cold_rmse", "unseen_rmse",
-            "fit_seconds", "run_id"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " if i < 2 or i == 9 else " ---: " for i in range(len(head))) + "|"]
-    for r in table.to_pylist():
-        cells = [_fmt(r[c], 1 if c == "fit_seconds" else 4) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v, digits: int) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "-" if v != v else f"{v:.{digits}f}"
-    return str(v)
-
-
-def _write_results(folder: Path, s: AblateSettings, rows: list[dict], notes: list[str], split_id: str) -> None:
-    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-    write_parquet_atomic(folder / RESULTS, table)
-    text = f"Test set: split {split_id}, seed {s.train.seed}; P@{K} and NDCG@{K} rank each user's rated test items.\n\n"
-    atomic_write_bytes(folder / RESULTS_MD, (text + markdown_table(table)).encode())
-    atomic_write_json(
-        folder / RESULTS_JSON,
-        {"ablation_id": folder.name, "split_id": split_id, "settings": settings_dict(s), "notes": notes, "rows": rows},
-    )
-
-
-def _plot(folder: Path, table: pa.Table, epochs: dict[str, list[dict]], notes: list[str]) -> Path | None:
-    """RMSE per variant (test, cold, unseen) and valid RMSE per epoch; None without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        notes.append("matplotlib is not installed, so no chart was drawn (pip install 'bonmf-pipe[plots]').")
-        return None
-    rows = table.to_pylist()
-    labels = [_variant_label(r["model"], parse_features(r["features"])) for r in rows]
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    bars, curves = fig.subplots(1, 2)
-    width = 0.27
-    for j, (col, title) in enumerate((("rmse", "test"), ("cold_rmse", "cold items"), ("unseen_rmse", "unseen items"))):
-        xs = [i + (j - 1) * width for i in range(len(rows))]
-        bars.bar(xs, [r[col] if r[col] == r[col] else 0.0 for r in rows], width, label=title)
-    bars.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
-    finite = [r[c] for r in rows for c in ("rmse", "cold_rmse", "unseen_rmse") if r[c] == r[c]]
-    if finite:
-        bars.set_ylim(min(finite) * 0.95, max(finite) * 1.02)
-    bars.set_ylabel("RMSE")
-    bars.set_title("test RMSE by model")
-    bars.legend()
-    for label, eps in epochs.items():
-        pts = [(e["epoch"], e["valid_rmse"]) for e in eps if e.get("valid_rmse") is not None]
-        if pts:
-            curves.plot(*zip(*pts), marker="o", label=label)
-    curves.set_xlabel("epoch")
-    curves.set_ylabel("valid RMSE")
-    curves.set_title("training curves")
-    curves.legend()
-    path = folder / RESULTS_PNG
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
-
+def _comparison_line(c: dict) -> str:
+    d = c["rmse"]
+    sig = "significant" if d["significant"] else "not significant"
+    return (f"{c['variant']} - {c['reference']}: test RMSE {d['mean']:+.4f} "
+            f"[{d['low']:+.4f}, {d['high']:+.4f}] over {d['n']} seeds ({sig})")
