@@ -1,19 +1,35 @@
-"""The trainer: BoNMF, NMF and biased-MF (svd) models trained from the store's splits."""
+"""The trainer: models found by name (bonmf, nmf, svd) trained from the store's splits.
 
-from bonmf_pipe.trainer.runs import RunResult, list_runs, read_run_config, run_dir
+Public names (what the pipeline and evaluation may use; everything else is internal):
+``train`` and its ``TrainSettings`` / ``RunResult``, ``load_scorer`` / ``Scorer``, the splits,
+the model registry, and the run-folder readers re-exported from ``featurestore.runs``.
+"""
+
+from bonmf_pipe.featurestore.runs import label, list_runs, new_run_id, read_run_config, run_dir
+from bonmf_pipe.trainer.models import create_model, model_names, register_model
+from bonmf_pipe.trainer.runs import RunResult
 from bonmf_pipe.trainer.scorer import Scorer, load_scorer
-from bonmf_pipe.trainer.settings import TrainSettings
+from bonmf_pipe.trainer.settings import FEATURES, MODELS, TrainSettings
 from bonmf_pipe.trainer.splits import make_split, split_dataset
-from bonmf_pipe.trainer.train import train
+from bonmf_pipe.trainer.train import EpochHook, lr_at, train
 
 __all__ = [
+    "FEATURES",
+    "MODELS",
+    "EpochHook",
     "RunResult",
     "Scorer",
     "TrainSettings",
+    "create_model",
+    "label",
     "list_runs",
     "load_scorer",
+    "lr_at",
     "make_split",
+    "model_names",
+    "new_run_id",
     "read_run_config",
+    "register_model",
     "run_dir",
     "split_dataset",
     "train",

@@ -1,44 +1,25 @@
-"""Run folders: ``runs/<run-id>/`` with config.json, epochs.parquet, checkpoint.safetensors,
-predictions.parquet and summary.parquet (one row for the ``runs`` view). Every file is
-written atomically; the checkpoint is safetensors (never pickle)."""
+"""A run's record as the trainer writes it: the config.json it starts with, the summary row
+of the ``runs`` view, status changes, and the ``RunResult`` that ``train`` returns. The folder
+layout itself (file names, ids, reading runs back) is ``featurestore.runs``."""
 
 from __future__ import annotations
 
-import json
-import platform
+import dataclasses
 import subprocess
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import torch
-from safetensors.torch import load_file, save_file
+from bonmf_pipe import runtime
+from bonmf_pipe.errors import ConfigError
+from bonmf_pipe.featurestore import runs as layout
+from bonmf_pipe.featurestore.store import settings_dict
+from bonmf_pipe.trainer.settings import TrainSettings
+from bonmf_pipe.trainer.setup import Context
+from bonmf_pipe.trainer.splits import split_counts
 
-from bonmf_pipe.errors import StoreError
-from bonmf_pipe.featurestore.io import atomic_path, atomic_write_json
-from bonmf_pipe.featurestore.store import Store, write_parquet_atomic
-
-CHECKPOINT = "checkpoint.safetensors"
-CONFIG = "config.json"
-EPOCHS = "epochs.parquet"
-PREDICTIONS = "predictions.parquet"
-SUMMARY = "summary.parquet"
-FORMAT = "bonmf-checkpoint-1"
-
-EPOCH_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string()),
-        pa.field("epoch", pa.int32()),
-        pa.field("train_loss", pa.float64()),  # mean MSE over the epoch's training batches
-        pa.field("valid_rmse", pa.float64()),  # null without a valid slice
-        pa.field("seconds", pa.float64()),
-        pa.field("ratings_per_s", pa.float64()),
-    ]
-)
+# Settings a resumed run may change: where it runs, not what it computes.
+RESUMABLE_CHANGES = ("device",)
 
 
 @dataclass
@@ -55,74 +36,19 @@ class RunResult:
     test_mae: float = float("nan")
     test_rows: int = 0
     seconds: float = 0.0
-    evaluation: Any = None  # what bonmf_pipe.evaluation.evaluate_run returned, when available
+    stopped_by: str | None = None  # "early_stopping", "on_epoch" or None (ran every epoch)
+    evaluation: Any = None  # filled by callers that also evaluate (pipeline's train_and_evaluate)
 
     @property
     def metrics(self) -> dict[str, float]:
         return {"mse": self.test_mse, "rmse": self.test_rmse, "mae": self.test_mae}
 
 
-def new_run_id(model: str, name: str | None) -> str:
-    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or model))[:40]
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{label}-{uuid.uuid4().hex[:6]}"
-
-
-def run_dir(store: Store, run_id: str) -> Path:
-    """The folder of run ``run_id`` (a full id or a unique prefix)."""
-    exact = store.runs_dir / run_id
-    if (exact / CONFIG).exists():
-        return exact
-    matches = sorted(p for p in store.runs_dir.glob(f"{run_id}*") if (p / CONFIG).exists()) if store.runs_dir.exists() else []
-    if len(matches) == 1:
-        return matches[0]
-    known = ", ".join(p.name for p in sorted(store.runs_dir.iterdir())[-5:]) if store.runs_dir.exists() else ""
-    what = "matches several runs" if matches else "is not a run"
-    raise StoreError(
-        f"'{run_id}' {what} in {store.runs_dir}. `bonmf-pipe sql \"SELECT run_id FROM runs\"` lists them"
-        + (f" (latest: {known})." if known else "; train one with `bonmf-pipe train`.")
-    )
-
-
-def read_run_config(store: Store, run_id: str) -> dict:
-    path = run_dir(store, run_id) / CONFIG
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: unreadable run config ({exc}).") from exc
-
-
-def write_run_config(folder: Path, config: dict) -> None:
-    atomic_write_json(folder / CONFIG, config)
-
-
-def list_runs(store: Store) -> list[dict]:
-    """Every run's config, oldest first."""
-    if not store.runs_dir.exists():
-        return []
-    out = []
-    for folder in sorted(store.runs_dir.iterdir()):
-        if (folder / CONFIG).exists():
-            out.append(json.loads((folder / CONFIG).read_text()))
-    return sorted(out, key=lambda c: c.get("created_at", 0))
-
-
 def environment() -> dict[str, Any]:
     """Package versions and the git commit, recorded with every run."""
-    import duckdb
-    import safetensors
-
     from bonmf_pipe import __version__
 
-    env = {
-        "bonmf_pipe": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "duckdb": duckdb.__version__,
-        "safetensors": safetensors.__version__,
-        "git_commit": None,
-    }
+    env: dict[str, Any] = {"bonmf_pipe": __version__, **runtime.library_versions(), "git_commit": None}
     try:
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
@@ -133,50 +59,95 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def write_epochs(folder: Path, rows: list[dict]) -> None:
-    write_parquet_atomic(folder / EPOCHS, pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA))
+def run_config(run_id: str, requested: TrainSettings, ctx: Context, created_at: float) -> dict[str, Any]:
+    """The config.json a run starts with (status ``running``)."""
+    return {
+        "run_id": run_id,
+        "name": requested.name,
+        "created_at": created_at,
+        "status": "running",
+        "error": None,
+        "settings": settings_dict(requested),
+        "effective": settings_dict(ctx.settings),
+        "split_id": ctx.split_id,
+        "split_rows": split_counts(ctx.store, ctx.split_id),
+        "seed": ctx.settings.seed,
+        "device": str(ctx.device),
+        "threads": ctx.settings.threads,
+        "mode": ctx.mode,
+        "n_users": len(ctx.maps.user_ids),
+        "n_items": len(ctx.maps.item_ids),
+        "n_items_trained": ctx.maps.n_item_embeddings - 1,
+        "rating_mean": ctx.mean,
+        "rating_range": [ctx.lo, ctx.hi],
+        "features": {
+            m: {"key": f.key, "dim": f.dim, "items_with_vector": int(f.found[:-1].sum())} for m, f in ctx.sides.items()
+        },
+        "runtime": runtime.describe(ctx.device, ctx.settings.threads or runtime.default_threads()),
+        "environment": environment(),
+    }
 
 
-def write_summary(folder: Path, row: dict) -> None:
-    write_parquet_atomic(folder / SUMMARY, pa.Table.from_pylist([row]))
+def summary_row(config: dict) -> dict[str, Any]:
+    """The run's row of the ``runs`` view."""
+    eff, test = config["effective"], config.get("test") or {}
+    return {
+        "run_id": config["run_id"], "name": config.get("name"), "created_at": config["created_at"],
+        "status": config["status"], "error": config.get("error"), "model": eff["model"],
+        "features": ",".join(eff["features"]) or "none", "paper": eff["paper"],
+        "text_encoder": config["features"].get("text", {}).get("key"),
+        "image_encoder": config["features"].get("image", {}).get("key"), "split": eff["split"],
+        "split_id": config["split_id"], "seed": eff["seed"], "epochs_run": config.get("epochs_run"),
+        "best_epoch": config.get("best_epoch"), "mode": config["mode"], "device": config["device"],
+        "threads": config.get("threads"), "test_mse": test.get("mse"), "test_rmse": test.get("rmse"),
+        "test_mae": test.get("mae"), "test_rows": test.get("rows"), "seconds": config.get("seconds"),
+    }
 
 
-# -- checkpoints -----------------------------------------------------------------------------
+def record(folder: Path, config: dict) -> None:
+    """Write config.json and the summary row (in that order: the view follows the config)."""
+    layout.write_config(folder, config)
+    layout.write_summary(folder, summary_row(config))
 
 
-def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Model, optimiser and best-epoch tensors plus JSON metadata, in one safetensors file."""
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(folder / CHECKPOINT) as tmp:
-        save_file(flat, str(tmp), metadata={"format": FORMAT, "bonmf": json.dumps(meta, default=str)})
+def mark(folder: Path, config: dict, status: str, error: str | None = None) -> None:
+    """Record a status change (``failed`` / ``killed`` with the reason)."""
+    config.update(status=status, error=error)
+    record(folder, config)
 
 
-def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
+def check_resume(run_id: str, recorded: TrainSettings, given: TrainSettings, explicit: frozenset[str] | None) -> None:
+    """Refuse settings that contradict the run being resumed.
 
-    path = folder / CHECKPOINT
-    if not path.exists():
-        raise StoreError(f"{path} is missing: the run stopped before its first epoch ended. Train it again.")
-    with safe_open(str(path), framework="pt") as fh:
-        md = fh.metadata() or {}
-    if md.get("format") != FORMAT:
-        raise StoreError(f"{path}: not a bonmf-pipe checkpoint (format {md.get('format')!r}).")
-    return load_file(str(path)), json.loads(md["bonmf"])
+    ``explicit`` names the fields the caller set on purpose (the CLI's options given on the
+    command line); None = every field whose value differs from the ``TrainSettings``
+    default. Each of them must equal the run's own value, except ``RESUMABLE_CHANGES``.
+    """
+    default = TrainSettings()
+    names = [f.name for f in dataclasses.fields(TrainSettings)]
+    asked = explicit if explicit is not None else {n for n in names if getattr(given, n) != getattr(default, n)}
+    unknown = sorted(set(asked) - set(names))
+    if unknown:
+        raise ConfigError(f"resume: unknown setting(s) {', '.join(unknown)}.")
+    rec_eff, given_eff = recorded.effective(), given.effective()
+    clashes = [  # a value differs, and so does what it resolves to (epochs None vs 30 is no clash)
+        f"{n} {getattr(given, n)!r} (the run has {getattr(recorded, n)!r})"
+        for n in names
+        if n in asked and n not in RESUMABLE_CHANGES
+        and getattr(given, n) != getattr(recorded, n) and getattr(given_eff, n) != getattr(rec_eff, n)
+    ]
+    if clashes:
+        raise ConfigError(
+            f"--resume {run_id}: a resumed run keeps its own settings, but these contradict it: "
+            f"{'; '.join(clashes)}. Drop those options to resume, or start a new run without --resume."
+        )
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            tensors[f"optim/{idx}/{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-    return tensors, sd["param_groups"]
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim/"):
-            _, idx, key = name.split("/", 2)
-            state.setdefault(int(idx), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
+def resumed_settings(recorded: TrainSettings, given: TrainSettings, explicit: frozenset[str] | None) -> TrainSettings:
+    """The run's settings with the allowed changes (``RESUMABLE_CHANGES``) applied."""
+    default = TrainSettings()
+    changes = {
+        n: getattr(given, n) for n in RESUMABLE_CHANGES
+        if (n in explicit if explicit is not None else getattr(given, n) != getattr(default, n))
+    }
+    return dataclasses.replace(recorded, **changes)

@@ -6,9 +6,12 @@ import numpy as np
 import torch
 
 from bonmf_pipe.featurestore.store import Store
-from bonmf_pipe.trainer import data, runs
-from bonmf_pipe.trainer.loop import settings_from_json
-from bonmf_pipe.trainer.model import Recommender, build_model
+from bonmf_pipe.featurestore import runs
+from bonmf_pipe.trainer import data
+from bonmf_pipe.trainer.checkpoint import load_checkpoint
+from bonmf_pipe.trainer.models import RatingModel as Recommender
+from bonmf_pipe.trainer.models import build_model
+from bonmf_pipe.trainer.settings import settings_from_json
 
 
 class Scorer:
@@ -67,7 +70,7 @@ class Scorer:
 def load_scorer(store: Store, run_id: str, device: str = "cpu") -> Scorer:
     """The model of run ``run_id`` (the weights it kept), on ``device`` (CPU unless told)."""
     folder = runs.run_dir(store, run_id)
-    tensors, meta = runs.load_checkpoint(folder)
+    tensors, meta = load_checkpoint(folder)
     config = meta["config"]
     s = settings_from_json(config["effective"])
     dev = torch.device(device)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
+from bonmf_pipe import runtime
 from bonmf_pipe.errors import ConfigError
+from bonmf_pipe.trainer.models import model_names, model_overrides
 
-MODELS = ("bonmf", "nmf", "svd")
+MODELS = model_names()
 FEATURES = ("text", "image")
+DEFAULT_EPOCHS = 30
+PAPER_EPOCHS = 10
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -31,18 +37,25 @@ class TrainSettings:
     """Encoder key (or unique prefix) of the text feature set; None = the newest in the store."""
     image_encoder: str | None = None
     """Encoder key (or unique prefix) of the image feature set; None = the newest in the store."""
-    epochs: int = 30
-    """Most epochs to train (early stopping may end sooner; the paper trains 10)."""
+    epochs: int | None = None
+    """Most epochs to train (early stopping may end sooner); None = the preset's: 30, or the
+    paper's 10 with ``paper``."""
     batch_size: int = 512
     """Ratings per optimiser step."""
     lr: float = 1e-3
-    """Adam(W) learning rate."""
+    """Adam(W) learning rate (the peak of the schedule)."""
+    lr_schedule: str = "constant"
+    """constant (``lr`` every epoch) or cosine (from ``lr`` down to ``lr / 10`` over ``epochs``)."""
     seed: int = 42
-    """Seeds the split, the initial weights, the per-epoch shuffle, dropout and ID dropping."""
+    """Root seed: the split, the initial weights, each epoch's shuffle, dropout and ID dropping
+    use independent seeds derived from it (``runtime.derive``)."""
     split: str = "random:0.7"
     """random:F | per-user:F | temporal:F | file[:NAME] (ml-100k u1..u5, ua, ub); F = train share."""
     device: str = "auto"
-    """auto (cuda when present), cpu or cuda."""
+    """auto (cuda when present), cpu, cuda or cuda:N."""
+    threads: int | None = None
+    """Intra-op CPU threads of torch; None = min(4, cores). Part of what makes a run
+    bit-identical: the same thread count gives the same sums (recorded in config.json)."""
     name: str | None = None
     """A label for the run (part of its id)."""
     embedding_dim: int = 50
@@ -96,38 +109,53 @@ class TrainSettings:
         bad = [f for f in self.features if f not in FEATURES]
         if bad:
             raise ConfigError(f"--features: {', '.join(bad)} unknown; use text, image, both or none.")
+        runtime.check_device_name(self.device)
         checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.embedding_dim >= 1, "embedding_dim must be at least 1"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (0.0 <= self.unknown_prob < 1.0, "unknown_prob must be in [0, 1)"),
-            (0.0 <= self.valid_fraction < 0.5, "valid_fraction must be in [0, 0.5)"),
-            (self.normalize in ("l2", "standardize", "none"), "normalize must be l2, standardize or none"),
-            (self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device: auto, cpu or cuda"),
+            ("epochs", self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
+            ("batch_size", self.batch_size >= 1, "--batch-size must be at least 1"),
+            ("lr", 0 < self.lr < float("inf"), "--lr must be a positive finite number"),
+            ("lr_schedule", self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
+            ("seed", self.seed >= 0, "--seed must be non-negative"),
+            ("threads", self.threads is None or self.threads >= 1, "--threads must be at least 1"),
+            ("embedding_dim", self.embedding_dim >= 1, "embedding_dim must be at least 1"),
+            ("hidden", all(h >= 1 for h in self.hidden), "hidden layer sizes must be at least 1"),
+            ("projection_dim", self.projection_dim >= 0, "projection_dim must be 0 or more"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            ("unknown_prob", 0.0 <= self.unknown_prob < 1.0, "unknown_prob must be in [0, 1)"),
+            ("valid_fraction", 0.0 <= self.valid_fraction < 0.5, "valid_fraction must be in [0, 0.5)"),
+            ("l2", 0.0 <= self.l2 < float("inf"), "l2 must be a finite number, 0 or more"),
+            ("weight_decay", 0.0 <= self.weight_decay < float("inf"), "weight_decay must be finite, 0 or more"),
+            ("normalize", self.normalize in ("l2", "standardize", "none"), "normalize must be l2, standardize or none"),
+            ("memory_budget_mb", self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
         ]
-        for ok, msg in checks:
+        for name, ok, msg in checks:
             if not ok:
-                raise ConfigError(f"{msg} (got {_field_hint(msg, self)}).")
+                raise ConfigError(f"{msg} (got {getattr(self, name)!r}).")
 
     def effective(self) -> "TrainSettings":
-        """The settings that actually run: --paper and the model kind override some fields."""
+        """The settings that actually run: ``paper`` fixes the paper's network, the model
+        forces what it needs (registry overrides), open fields get their defaults."""
         s = self
-        if s.model in ("nmf", "svd"):
-            s = dataclasses.replace(s, features=())
         if s.paper:
             s = dataclasses.replace(
                 s, projection_dim=0, biases=False, dot=False, dropout=0.0, weight_decay=0.0, l2=0.0,
                 side_weight_decay=0.0, side_lr_scale=1.0, mlp_item_embedding=True, early_stopping_patience=0,
-                epochs=self.epochs if self.epochs != TrainSettings.epochs else 10,
+                epochs=s.epochs if s.epochs is not None else PAPER_EPOCHS,
             )
-        if s.model == "svd":
-            s = dataclasses.replace(s, biases=True, dot=True)
+        s = dataclasses.replace(s, **model_overrides(s.model, s))
+        if s.epochs is None:
+            s = dataclasses.replace(s, epochs=DEFAULT_EPOCHS)
+        if s.threads is None:
+            s = dataclasses.replace(s, threads=runtime.default_threads())
         return s
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
+        """Settings from their JSON form (config.json, a checkpoint); unknown keys ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
 
-def _field_hint(msg: str, s: TrainSettings) -> str:
-    name = msg.split()[0].lstrip("-").replace("-", "_")
-    return f"{getattr(s, name, '?')}"
+
+def settings_from_json(d: dict[str, Any]) -> TrainSettings:
+    """``TrainSettings.from_dict`` (kept under the name the scorer uses)."""
+    return TrainSettings.from_dict(d)

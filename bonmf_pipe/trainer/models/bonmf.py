@@ -1,12 +1,43 @@
-"""The networks: BoNMF (IDs + side vectors fused by an MLP), NMF (no side information) and
-biased matrix factorisation (svd). Index 0 of every ID embedding is the "unknown" id."""
+"""BoNMF: user and item ID embeddings fused with the item's text and poster vectors.
+
+Registered as ``bonmf`` (IDs + side vectors) and ``nmf`` (the same network without side
+information). ``paper=True`` in the settings gives the paper's network: raw vectors
+concatenated with the ID embeddings into an MLP 128 -> 64 -> 1, nothing else. The default
+is the hybrid of DESIGN.md: prediction = [global + b_u + b_i] + [u . (e_i + projected side
+vectors)] + [MLP(u, projected side vectors)]. Index 0 of every ID embedding is "unknown".
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.settings import TrainSettings
+from bonmf_pipe.trainer.models.registry import Sides, register_model
+
+
+@dataclass(frozen=True)
+class BoNMFConfig:
+    """The network's shape (see ``TrainSettings`` for what each field means)."""
+
+    embedding_dim: int
+    hidden: tuple[int, ...]
+    projection_dim: int
+    biases: bool
+    dot: bool
+    mlp_item_embedding: bool
+    dropout: float
+    side_weight_decay: float
+    side_lr_scale: float
+
+    @classmethod
+    def from_settings(cls, s) -> "BoNMFConfig":
+        return cls(
+            embedding_dim=s.embedding_dim, hidden=tuple(s.hidden), projection_dim=s.projection_dim, biases=s.biases,
+            dot=s.dot, mlp_item_embedding=s.mlp_item_embedding, dropout=s.dropout,
+            side_weight_decay=s.side_weight_decay, side_lr_scale=s.side_lr_scale,
+        )
 
 
 class SideInput(nn.Module):
@@ -35,44 +66,49 @@ class SideInput(nn.Module):
         return self.proj(self.matrix[item_pos]) + absent * self.proj(self.missing)
 
 
-class Recommender(nn.Module):
+def _no_side_information(s) -> dict:
+    return {"features": ()}
+
+
+@register_model("nmf", config_from=BoNMFConfig.from_settings, overrides=_no_side_information,
+                summary="the BoNMF network without side information (neural MF)")
+@register_model("bonmf", config_from=BoNMFConfig.from_settings, summary="IDs + text + poster vectors, MLP")
+class BoNMF(nn.Module):
     """prediction = [global + b_u + b_i] + [u . (e_i + sum projections)] + [MLP(u, e_i, sides)]."""
 
-    def __init__(self, s: TrainSettings, n_users: int, n_items: int, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: float):
+    def __init__(self, config: BoNMFConfig, *, n_users: int, n_items: int, sides: Sides, mean: float):
         super().__init__()
-        d = s.embedding_dim
-        self.kind = s.model
+        c = config
+        d = c.embedding_dim
+        self.config = c
         self.user = nn.Embedding(n_users, d)
         self.item = nn.Embedding(n_items, d)
-        std = 0.01 if s.model == "svd" or s.dot else 0.1
+        std = 0.01 if c.dot else 0.1
         nn.init.normal_(self.user.weight, std=std)
         nn.init.normal_(self.item.weight, std=std)
-        self.use_bias, self.use_dot = s.biases, s.dot
-        self.mlp_ids = s.mlp_item_embedding or not sides  # without side vectors the MLP needs the item id
-        self.global_bias = nn.Parameter(torch.tensor(float(mean))) if s.biases else None
-        self.user_bias = nn.Embedding(n_users, 1) if s.biases else None
-        self.item_bias = nn.Embedding(n_items, 1) if s.biases else None
+        self.use_bias, self.use_dot = c.biases, c.dot
+        self.mlp_ids = c.mlp_item_embedding or not sides  # without side vectors the MLP needs the item id
+        self.global_bias = nn.Parameter(torch.tensor(float(mean))) if c.biases else None
+        self.user_bias = nn.Embedding(n_users, 1) if c.biases else None
+        self.item_bias = nn.Embedding(n_items, 1) if c.biases else None
         for b in (self.user_bias, self.item_bias):
             if b is not None:
                 nn.init.zeros_(b.weight)
-        proj = d if (s.dot and s.projection_dim) else s.projection_dim
+        proj = d if (c.dot and c.projection_dim) else c.projection_dim
         self.sides = nn.ModuleDict({m: SideInput(mat, found, proj) for m, (mat, found) in sides.items()})
-        self.mlp = None
-        if s.model != "svd":
-            layers: list[nn.Module] = []
-            width = (2 if self.mlp_ids else 1) * d + sum(side.out_dim for side in self.sides.values())
-            for h in s.hidden:
-                layers += [nn.Linear(width, h), nn.ReLU()]
-                if s.dropout:
-                    layers.append(nn.Dropout(s.dropout))
-                width = h
-            layers.append(nn.Linear(width, 1))
-            self.mlp = nn.Sequential(*layers)
-            last = layers[-1]
-            assert isinstance(last, nn.Linear)
-            if s.dot or s.biases:
-                nn.init.zeros_(last.weight)
-            nn.init.constant_(last.bias, 0.0 if s.biases else float(mean))
+        layers: list[nn.Module] = []
+        width = (2 if self.mlp_ids else 1) * d + sum(side.out_dim for side in self.sides.values())
+        for h in c.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if c.dropout:
+                layers.append(nn.Dropout(c.dropout))
+            width = h
+        last = nn.Linear(width, 1)
+        layers.append(last)
+        self.mlp = nn.Sequential(*layers)
+        if c.dot or c.biases:
+            nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, 0.0 if c.biases else float(mean))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, item_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and the per-row squared norm of the user and item factors and biases looked
@@ -90,11 +126,24 @@ class Recommender(nn.Module):
             bu, bi = self.user_bias(users).squeeze(1), self.item_bias(items).squeeze(1)
             pred = pred + self.global_bias + bu + bi
             penalty = penalty + bu.pow(2) + bi.pow(2)
-        if self.mlp is not None:
-            item_in = [e, *side] if self.mlp_ids else side
-            pred = pred + self.mlp(torch.cat([u, *item_in], dim=1)).squeeze(1)
+        item_in = [e, *side] if self.mlp_ids else side
+        pred = pred + self.mlp(torch.cat([u, *item_in], dim=1)).squeeze(1)
         return pred, penalty
 
+    def configure_optimizers(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """AdamW with three groups: ID embeddings and biases (regularised by the L2 term of the
+        loss instead), the side inputs (``side_weight_decay``, ``side_lr_scale``), the rest."""
+        ids = [self.user, self.item, self.user_bias, self.item_bias]
+        embeddings = [p for m in ids if m is not None for p in m.parameters()]
+        side = list(self.sides.parameters())
+        taken = {id(p) for p in embeddings + side}
+        dense = [p for p in self.parameters() if id(p) not in taken]
+        groups = [
+            {"params": embeddings, "weight_decay": 0.0, "lr": lr},
+            {"params": side, "weight_decay": self.config.side_weight_decay, "lr": lr * self.config.side_lr_scale},
+            {"params": dense, "weight_decay": weight_decay, "lr": lr},
+        ]
+        return torch.optim.AdamW(groups, lr=lr)
 
     # -- scoring in parts: item-side and user-side terms computed once, then combined ------
 
@@ -105,26 +154,21 @@ class Recommender(nn.Module):
         side = [self.sides[m](item_pos) for m in self.sides]
         parts = {"factor": e + sum(side) if self.use_dot and side else e}
         parts["bias"] = self.item_bias(items).squeeze(1) if self.use_bias else torch.zeros(len(items), device=e.device)
-        if self.mlp is not None:
-            first = self.mlp[0]
-            d = e.shape[1]
-            item_in = [e, *side] if self.mlp_ids else side
-            parts["first"] = torch.cat(item_in, dim=1) @ first.weight[:, d:].T
+        first = self.mlp[0]
+        d = e.shape[1]
+        item_in = [e, *side] if self.mlp_ids else side
+        parts["first"] = torch.cat(item_in, dim=1) @ first.weight[:, d:].T
         return parts
 
     @torch.no_grad()
     def user_parts(self, users: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything that depends only on the user (the global bias included)."""
         u = self.user(users)
-        parts = {"factor": u}
         bias = torch.zeros(len(users), device=u.device)
         if self.use_bias:
             bias = bias + self.global_bias + self.user_bias(users).squeeze(1)
-        parts["bias"] = bias
-        if self.mlp is not None:
-            first = self.mlp[0]
-            parts["first"] = u @ first.weight[:, : u.shape[1]].T + first.bias
-        return parts
+        first = self.mlp[0]
+        return {"factor": u, "bias": bias, "first": u @ first.weight[:, : u.shape[1]].T + first.bias}
 
     @torch.no_grad()
     def combine(self, up: dict[str, torch.Tensor], ip: dict[str, torch.Tensor], grid: bool) -> torch.Tensor:
@@ -136,12 +180,4 @@ class Recommender(nn.Module):
         pred = up["bias"] + ip["bias"]
         if self.use_dot:
             pred = pred + (up["factor"] * ip["factor"]).sum(-1)
-        if self.mlp is not None:
-            pred = pred + self.mlp[1:](up["first"] + ip["first"]).squeeze(-1)
-        return pred
-
-
-def build_model(
-    s: TrainSettings, n_users: int, n_items: int, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], mean: float
-) -> Recommender:
-    return Recommender(s, n_users, n_items, sides, mean)
+        return pred + self.mlp[1:](up["first"] + ip["first"]).squeeze(-1)

@@ -1,0 +1,199 @@
+"""Where and how torch runs: device, compute dtype, intra-op threads, determinism, and the
+seeds every random draw of a run derives from.
+
+One module for the stages that run models (encode, train), so ``--device`` means the same
+everywhere and a run records exactly what it ran with. Seeds follow LensKit's scheme: one
+root seed, and an independent child seed per purpose (``derive(root, "epoch", 3)``) from
+numpy's ``SeedSequence``, so changing one consumer (say the number of epochs) never shifts
+the random numbers of another (the initial weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+from collections.abc import Iterator
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bonmf_pipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+# cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2); set before its first use.
+CUBLAS_WORKSPACE = ":4096:8"
+# Libraries whose versions change numbers; recorded with every run.
+VERSIONED = ("torch", "numpy", "pyarrow", "duckdb", "polars", "safetensors")
+
+
+# -- device and dtype --------------------------------------------------------------------------
+
+
+def resolve_device(name: str, option: str = "--device") -> torch.device:
+    """``auto`` (cuda when torch sees one, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"{option} {name!r}: write cuda:N with N a GPU number, e.g. cuda:0.")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{option} {name}: torch sees no CUDA device here; use {option} cpu or auto.")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0; pick one of them or use {option} cuda."
+            )
+        return torch.device(name)
+    raise ConfigError(f"{option} {name!r} is not one of {DEVICE_CHOICES}.")
+
+
+def check_device_name(name: str, option: str = "--device") -> None:
+    """Validate the spelling of a device name without asking torch (for settings dataclasses)."""
+    index = name.partition(":")[2]
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())):
+        raise ConfigError(f"{option} {name!r} is not one of {DEVICE_CHOICES}.")
+
+
+def resolve_dtype(name: str, device: torch.device | str, option: str = "--dtype") -> str:
+    """``auto`` -> bf16 on cuda, fp32 elsewhere; otherwise one of fp32, fp16, bf16."""
+    if name not in DTYPES:
+        raise ConfigError(f"{option} {name!r} is not one of {', '.join(DTYPES)}.")
+    kind = device if isinstance(device, str) else device.type
+    if name == "auto":
+        return "bf16" if kind.startswith("cuda") else "fp32"
+    return name
+
+
+# -- threads and determinism -------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """The intra-op thread count used when a setting leaves it open: min(4, cores)."""
+    return min(4, available_cores())
+
+
+def set_threads(threads: int) -> int:
+    """Fix torch's intra-op thread count (results of reductions may depend on it)."""
+    import torch
+
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads}).")
+    torch.set_num_threads(threads)
+    return threads
+
+
+@contextlib.contextmanager
+def deterministic(threads: int) -> Iterator[None]:
+    """Deterministic algorithms on, cuBLAS workspace fixed and ``threads`` intra-op threads,
+    for the duration of the block; the previous settings come back afterwards."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    threads_before = torch.get_num_threads()
+    cudnn_before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_before
+        torch.set_num_threads(threads_before)
+
+
+# -- seeds --------------------------------------------------------------------------------------
+
+
+def _key(part: str | int) -> int:
+    if isinstance(part, bool) or not isinstance(part, (int, str)):
+        raise TypeError(f"seed keys are str or int, not {type(part).__name__}")
+    if isinstance(part, int):
+        if part < 0:
+            raise ValueError("integer seed keys must be non-negative")
+        return part
+    return int.from_bytes(hashlib.sha256(part.encode()).digest()[:4], "little")
+
+
+def derive(root: int, *keys: str | int) -> int:
+    """An independent 63-bit seed for one purpose of a run seeded with ``root``.
+
+    ``derive(42, "epoch", 3)`` is the SeedSequence child of entropy 42 at spawn key
+    (hash("epoch"), 3): stable across processes, platforms and numpy versions, and
+    statistically independent of every other key's seed.
+    """
+    if root < 0:
+        raise ConfigError(f"--seed must be non-negative (got {root}).")
+    seq = np.random.SeedSequence(entropy=root, spawn_key=tuple(_key(k) for k in keys))
+    return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def numpy_rng(root: int, *keys: str | int) -> np.random.Generator:
+    """A numpy Generator seeded with ``derive(root, *keys)``."""
+    return np.random.default_rng(derive(root, *keys))
+
+
+def torch_generator(root: int, *keys: str | int) -> torch.Generator:
+    """A CPU torch Generator seeded with ``derive(root, *keys)``."""
+    import torch
+
+    return torch.Generator().manual_seed(derive(root, *keys))
+
+
+def seed_torch(root: int, *keys: str | int) -> None:
+    """Seed torch's global generators (CPU and every CUDA device) with ``derive(root, *keys)``."""
+    import torch
+
+    torch.manual_seed(derive(root, *keys))
+
+
+# -- what a run records --------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python and the versions of the libraries whose numbers a run depends on."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def describe(device: torch.device, threads: int) -> dict[str, object]:
+    """Where a run ran: device, its name, threads, CPU, and the determinism switches."""
+    import torch
+
+    info: dict[str, object] = {
+        "device": str(device),
+        "threads": threads,
+        "cores": available_cores(),
+        "cpu": platform.processor() or platform.machine(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
+    if device.type == "cuda":
+        info["cuda_device"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
