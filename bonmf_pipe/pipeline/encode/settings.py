@@ -6,6 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from bonmf_pipe import runtime
 from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore.features import MODALITIES
 
@@ -149,14 +150,8 @@ class Runtime:
 
 
 def resolve_runtime(settings: EncodeSettings) -> Runtime:
-    import torch
-
-    device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but torch sees no CUDA device here; use --device cpu or auto.")
-    dtype = settings.dtype if settings.dtype != "auto" else ("bf16" if device == "cuda" else "fp32")
+    device = runtime.resolve_device(settings.device).type
+    dtype = runtime.resolve_dtype(settings.dtype, device)
     backend = settings.image_backend
     if backend == "auto":
         backend = "tensor" if device == "cuda" else "pil"
