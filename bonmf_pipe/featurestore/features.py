@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bonmf_pipe.errors import StoreError
+from bonmf_pipe.featurestore.literals import sql_list
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store
 
@@ -149,7 +150,6 @@ def load_feature_matrix(
     import duckdb
 
     from bonmf_pipe.featurestore.sql import fetch_arrow
-    from bonmf_pipe.featurestore.views import sql_list
 
     manifest = read_manifest(feature_set.folder)
     files = [str(p) for p in manifest.paths(feature_set.folder)] if manifest else []

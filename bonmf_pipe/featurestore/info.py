@@ -1,4 +1,4 @@
-"""What is in a store: tables, row counts, shards, bytes."""
+"""What is in a store: its snapshot's tables and the feature sets, with rows, shards, bytes."""
 
 from __future__ import annotations
 
@@ -23,20 +23,23 @@ class StoreInfo:
     root: Path
     schema_version: int
     tables: tuple[TableInfo, ...]
+    snapshot: int = 0  # the version of the snapshot the tables come from (0: none committed yet)
 
 
 def manifest_folders(store: Store) -> list[Path]:
-    """Every folder in the store that carries a manifest, in a stable order."""
-    return sorted(p.parent for p in store.root.rglob("manifest.json") if ".tmp-" not in p.name)
+    """The folder of every manifest readers use: the snapshot's tables, then every feature set."""
+    tables = [store.manifest_folder(name) for name in sorted(store.snapshot.tables)]
+    features = sorted(p.parent for p in store.features_dir.glob("*/*/manifest.json")) if store.features_dir.is_dir() else []
+    return tables + features
 
 
 def store_info(store: Store) -> StoreInfo:
     tables = []
-    for folder in manifest_folders(store):
-        m = read_manifest(folder)
-        if m is None:
-            continue
-        name = folder.relative_to(store.root).as_posix()
-        name = name.removeprefix("tables/")
+    for name, m in store.tables().items():
         tables.append(TableInfo(name=name, kind=m.kind, rows=m.rows, shards=len(m.files), bytes=m.bytes))
-    return StoreInfo(root=store.root, schema_version=store.schema_version, tables=tuple(tables))
+    for folder in manifest_folders(store)[len(store.snapshot.tables):]:
+        m = read_manifest(folder)
+        if m is not None:
+            name = folder.relative_to(store.root).as_posix()
+            tables.append(TableInfo(name=name, kind=m.kind, rows=m.rows, shards=len(m.files), bytes=m.bytes))
+    return StoreInfo(root=store.root, schema_version=store.schema_version, tables=tuple(tables), snapshot=store.snapshot.version)

@@ -1,57 +1,125 @@
-"""Named DuckDB views over the store, found automatically.
+"""The store's named DuckDB views, declared in one place.
 
-Each provider maps a store to ``{view_name: SELECT ...}``. Stages that add data to the
-store register a provider here (``register_view_provider``) so their tables appear in
-``bonmf-pipe sql`` without anyone editing this file's callers.
+| view | what | from |
+| --- | --- | --- |
+| one per table (``items``, ``users``, ``ratings``, ``tags``, ``rejects``, ``split_<id>``, ...) | the table's rows | the store's snapshot |
+| ``text_features``, ``image_features`` | the newest feature set of the modality, current rows only (the item's content hash matches ``items``), one row per item: ``item_id, content_hash, vector, encoder_key`` | feature manifests |
+| ``features`` | every feature set, every row (stale ones too): ``modality, encoder_key, item_id, content_hash, vector`` | feature manifests |
+| ``runs``, ``metrics``, ``predictions``, ``evaluations`` | one row per run; per-epoch rows; test predictions; evaluation metric rows (each with ``run_id``) | ``runs/<run-id>/`` files |
+| ``ablations`` | every ablation's comparison rows, with ``ablation_id`` | ``ablations/<id>/`` files |
+
+Vectors arrive as ``FLOAT[]``: use ``list_cosine_similarity(a.vector, b.vector)`` or cast
+(``vector::FLOAT[1280]``) for ``array_cosine_similarity``. Timestamps (``runs.created_at``)
+are ``TIMESTAMP WITH TIME ZONE`` (older runs' epoch seconds included). Every view of one call comes from one snapshot of the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bonmf_pipe.featurestore.features import MODALITIES, FeatureSet, feature_sets, text_content_hash_sql
+from bonmf_pipe.featurestore.literals import sql_list, sql_literal
+from bonmf_pipe.featurestore.manifest import read_manifest
+from bonmf_pipe.featurestore.runs import EPOCHS, PREDICTIONS, SUMMARY
 from bonmf_pipe.featurestore.store import Store
 
-ViewProvider = Callable[[Store], dict[str, str]]
-_PROVIDERS: list[ViewProvider] = []
+__all__ = ["FILE_VIEWS", "all_views", "current_features_sql", "sql_list"]
+
+# Files of the evaluation and ablation workflows (which import these names from here).
+EVALUATION = "evaluation.parquet"  # runs/<run-id>/evaluation.parquet
+ABLATIONS_DIR = "ablations"
+ABLATION_RESULTS = "results.parquet"  # ablations/<ablation-id>/results.parquet
+
+# Views over files that stages write in their own folders: view -> (folder under the store, file name).
+FILE_VIEWS: dict[str, tuple[str, str]] = {
+    "runs": ("runs", SUMMARY),
+    "metrics": ("runs", EPOCHS),
+    "predictions": ("runs", PREDICTIONS),
+    "evaluations": ("runs", EVALUATION),
+    "ablations": (ABLATIONS_DIR, ABLATION_RESULTS),
+}
+# Columns of file views stored as float epoch seconds, shown as TIMESTAMP.
+EPOCH_SECONDS = ("created_at",)
 
 
-def register_view_provider(provider: ViewProvider) -> ViewProvider:
-    if provider not in _PROVIDERS:
-        _PROVIDERS.append(provider)
-    return provider
+def all_views(store: Store) -> dict[str, str]:
+    """Every view of the store: ``{name: SELECT ...}``."""
+    return {**table_views(store), **feature_views(store), **file_views(store)}
 
 
-def sql_list(paths) -> str:
-    """A DuckDB list literal of file paths."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-
-
-@register_view_provider
 def table_views(store: Store) -> dict[str, str]:
-    """One view per committed table under ``tables/`` (items, users, ratings, rejects, ...)."""
+    """One view per table of the store's snapshot (items, users, ratings, rejects, ...)."""
     views = {}
-    for name, manifest in store.tables().items():
-        files = manifest.paths(store.table_dir(name))
+    for name in store.tables():
+        files = store.table_files(name)
         if files:
             views[name] = f"SELECT * FROM read_parquet({sql_list(files)})"
     return views
 
 
-def all_views(store: Store) -> dict[str, str]:
-    _load_stage_providers()
+def feature_files(fs: FeatureSet) -> list[str]:
+    manifest = read_manifest(fs.folder)
+    return [str(p) for p in manifest.paths(fs.folder)] if manifest else []
+
+
+def current_features_sql(store: Store, fs: FeatureSet) -> str | None:
+    """SELECT of the feature set's current rows, one per item; None if it has no shards or no items table."""
+    files = feature_files(fs)
+    if not files or not store.has_table("items") or not store.table_files("items"):
+        return None
+    items = sql_list(store.table_files("items"))
+    hash_expr = text_content_hash_sql("text") if fs.modality == "text" else "poster_sha256"
+    return (
+        f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
+        f"FROM read_parquet({sql_list(files)}) f "
+        f"SEMI JOIN (SELECT item_id, {hash_expr} AS content_hash FROM read_parquet({items})) c "
+        "USING (item_id, content_hash)"
+    )
+
+
+def feature_views(store: Store) -> dict[str, str]:
     views: dict[str, str] = {}
-    for provider in _PROVIDERS:
-        views.update(provider(store))
+    sets = feature_sets(store)
+    for modality in MODALITIES:
+        newest = next((fs for fs in sets if fs.modality == modality), None)
+        sql = current_features_sql(store, newest) if newest else None
+        if sql:
+            views[f"{modality}_features"] = sql
+    parts = [
+        f"SELECT {sql_literal(fs.modality)} AS modality, {sql_literal(fs.key)} AS encoder_key, item_id, content_hash, vector "
+        f"FROM read_parquet({sql_list(files)})"
+        for fs in sets
+        if (files := feature_files(fs))
+    ]
+    if parts:
+        views["features"] = " UNION ALL ".join(parts)
     return views
 
 
-def _load_stage_providers() -> None:
-    """Import the stages that register view providers (features, runs)."""
-    import importlib
+def file_views(store: Store) -> dict[str, str]:
+    """The ``FILE_VIEWS``: one file per run (or ablation) folder, combined by column name."""
+    views = {}
+    for view, (folder, name) in FILE_VIEWS.items():
+        base = store.root / folder
+        files = sorted(p / name for p in base.iterdir() if (p / name).is_file()) if base.is_dir() else []
+        if files:
+            views[view] = " UNION ALL BY NAME ".join(_file_select(f) for f in files)
+    return views
 
-    for module in ("bonmf_pipe.pipeline.encode.views", "bonmf_pipe.trainer.views", "bonmf_pipe.evaluation.views"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and module.startswith(exc.name)):
-                raise
+
+def _file_select(path: Path) -> str:
+    """SELECT of one file, its epoch-seconds columns turned into TIMESTAMP."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid):
+        schema = pa.schema([])  # unreadable: let the query report it
+    fix = [
+        f"to_timestamp({c}) AS {c}"
+        for c in EPOCH_SECONDS
+        if c in schema.names and pa.types.is_floating(schema.field(c).type)
+    ]
+    replace = f" REPLACE ({', '.join(fix)})" if fix else ""
+    return f"SELECT *{replace} FROM read_parquet({sql_literal(str(path))})"

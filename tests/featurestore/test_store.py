@@ -52,7 +52,12 @@ def test_replacing_a_table_keeps_old_version_until_commit(tmp_path):
     assert verify_store(store).ok
     w2.commit()
     assert store.read_table("ratings").num_rows == 20
+    # the old generation stays for readers of the older snapshot until vacuum removes it
+    assert len([p for p in store.table_dir("ratings").iterdir() if p.is_dir()]) == 2
+    report = store.vacuum()
+    assert report.generations_removed == 1 and report.snapshots_removed == 1
     assert len([p for p in store.table_dir("ratings").iterdir() if p.is_dir()]) == 1
+    assert store.read_table("ratings").num_rows == 20 and verify_store(store).problems == ()
 
 
 def test_sql_views_and_read_only_guard(tmp_path):

@@ -92,8 +92,11 @@ def encode(
     summaries, rejects = [], 0
     with _torch_threads(settings.cpu_threads if runtime.device == "cpu" else None):
         for modality in settings.modalities:
-            job = _ModalityJob(store, settings, runtime, modality, template, report, forward_hook)
-            summary, failures = job.run()
+            i, n = settings.shard
+            # one encoder per modality and shard at a time: a second one waits, then finds it all done
+            with store.lock(f"encode-{modality}-{i}of{n}", what=f"encode --modality {modality}", progress=progress):
+                job = _ModalityJob(store, settings, runtime, modality, template, report, forward_hook)
+                summary, failures = job.run()
             rejects += append_rejects(store, [_reject_row(modality, f) for f in failures])
             summaries.append(summary)
             report.note(_note(summary), "warning" if summary.failed else "info")

@@ -6,7 +6,9 @@ then listed in the manifest, all under an ``fcntl`` lock on ``<folder>/.lock`` s
 at any moment leaves either nothing or a fully written shard; a shard that is on disk but
 not in the manifest (killed between rename and manifest) is never read and is removed by
 the next writer, with any half-written temp file (under the same lock, so never one that
-another process is writing or registering).
+another process is writing or registering). Shards are only ever appended, so a reader
+never loses a file it resolved. Rejects go to the ``rejects`` table under the store's
+``tables`` lock, on top of its newest snapshot.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from bonmf_pipe.featurestore.views import sql_list
 
 STAGE = "encode"
 LOCK_NAME = ".lock"
-REJECTS_LOCK = ".rejects.lock"
 
 
 def listed_files(store: Store, modality: str, key: str) -> list[str]:
@@ -127,10 +128,9 @@ def reject_raw(item_id: int, modality: str, content_hash: str) -> str:
 
 def rejected_inputs(store: Store, modality: str) -> set[tuple[int, str]]:
     """(item_id, content_hash) of the inputs an earlier encode rejected."""
-    with file_lock(store.tables_dir / REJECTS_LOCK):  # not while another encode swaps it
-        if not store.has_table("rejects"):
-            return set()
-        table = store.read_table("rejects", columns=["stage", "raw"])
+    if not store.has_table("rejects"):  # read through the store's snapshot: never half-swapped
+        return set()
+    table = store.read_table("rejects", columns=["stage", "raw"])
     out = set()
     for stage, raw in zip(table.column("stage").to_pylist(), table.column("raw").to_pylist(), strict=True):
         if stage != STAGE or not raw:
@@ -151,7 +151,8 @@ def append_rejects(store: Store, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    with file_lock(store.tables_dir / REJECTS_LOCK):
+    with store.lock("tables", what="encode: add rejects"):  # never beside an ingest's commit
+        store.refresh()  # the newest rejects, not the ones this encode started from
         old = store.read_table("rejects") if store.has_table("rejects") else REJECTS.empty_table()
         seen = set(zip(*(old.column(c).to_pylist() for c in ("stage", "source", "raw")), strict=True)) if old.num_rows else set()
         new = [r for r in rows if (r["stage"], r["source"], r["raw"]) not in seen]

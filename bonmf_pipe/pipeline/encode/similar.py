@@ -11,8 +11,7 @@ from bonmf_pipe.errors import QueryError
 from bonmf_pipe.featurestore.features import resolve_feature_set
 from bonmf_pipe.featurestore.sql import fetch_arrow
 from bonmf_pipe.featurestore.store import Store
-from bonmf_pipe.featurestore.views import sql_list
-from bonmf_pipe.pipeline.encode.views import current_features_sql
+from bonmf_pipe.featurestore.views import current_features_sql, sql_list
 
 _YEAR = re.compile(r"^(.*\S)\s*\((\d{4})\)\s*$")
 _ARTICLE = re.compile(r"^(.*), (the|a|an|l'|le|la|les|il|el|der|die|das|det|den)$", re.IGNORECASE)

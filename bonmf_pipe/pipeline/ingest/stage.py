@@ -1,8 +1,10 @@
 """The ingest stage: one MovieLens folder (and posters) -> items, users, ratings, tags, rejects.
 
 Every table is written as a new generation first; only when all are written are they
-committed, one after the other, so a killed ingest leaves the previous tables in place.
-Scratch files (the ratings staging file, DuckDB's spill) live in ``<store>/tmp/ingest-*``
+committed, all at once, in one store snapshot: a killed or failed ingest leaves the previous
+dataset in place, never a mix of two. The ingest holds the store's ``tables`` lock from
+start to commit, so a second ingest (or encode's rejects update) waits for it, or fails
+at once when the store was opened with ``no_wait``. Scratch files (the ratings staging file, DuckDB's spill) live in ``<store>/tmp/ingest-*``
 and are removed at the end, or by the next ingest after a kill.
 """
 
@@ -34,9 +36,7 @@ from bonmf_pipe.pipeline.ingest.text import render_text
 from bonmf_pipe.pipeline.ingest.users import USER_SCHEMA, parse_users, read_occupations, users_from_ids
 from bonmf_pipe.progress import ProgressCallback, Reporter
 
-# Test hook: when set to a file path, the stage creates that file once every table is
-# written and then waits (up to a minute) before committing, so a test can kill it there.
-HOLD_BEFORE_COMMIT_ENV = "BONMF_TEST_INGEST_HOLD_BEFORE_COMMIT"
+TABLES = ("items", "users", "tags", "ratings", "rejects")
 
 
 @dataclass
@@ -63,11 +63,9 @@ def ingest(store: Store, settings: IngestSettings, progress: ProgressCallback | 
     if settings.posters is not None and not Path(settings.posters).is_dir():
         raise InputError(f"{settings.posters}: no such poster folder. Pass --posters DIR with <movieId>.jpg files.")
     report.note(f"{settings.path}: MovieLens edition {edition}")
-    with _run(store, settings, report) as run:
+    with store.lock("tables", what=f"ingest {settings.path}", progress=progress), _run(store, settings, report) as run:
         summary = _ingest(run, edition, fmt)
-        _hold_for_tests()
-        for name in ("items", "users", "tags", "ratings", "rejects"):
-            run.writers.pop(name).commit()  # committed: no longer aborted if a later one fails
+        store.commit([run.writers[name] for name in TABLES], operation=f"ingest {edition}")
     return IngestSummary(**{**summary, "seconds": time.perf_counter() - started})
 
 
@@ -108,13 +106,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _hold_for_tests() -> None:
-    marker = os.environ.get(HOLD_BEFORE_COMMIT_ENV)
-    if marker:
-        Path(marker).touch()
-        time.sleep(60)
 
 
 def _ingest(run: _Run, edition: str, fmt: EditionFormat) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,12 +14,25 @@ from bonmf_pipe.cli import app
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.verify import verify_store
 from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
-from bonmf_pipe.pipeline.ingest.stage import HOLD_BEFORE_COMMIT_ENV
 
 from . import editions
 
 runner = CliRunner()
 TABLES = ("items", "users", "ratings", "tags", "rejects")
+
+# Runs an ingest whose commit is held: it touches a marker file, then waits to be killed.
+HELD_INGEST = """
+import pathlib, sys, time
+from bonmf_pipe.featurestore import Store
+from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
+
+def held(self, writers, operation="commit"):
+    pathlib.Path(sys.argv[3]).touch()
+    time.sleep(60)
+
+Store.commit = held
+ingest(Store.open(sys.argv[1]), IngestSettings(path=sys.argv[2]))
+"""
 
 
 def test_cli_ingest_prints_the_summary(tmp_path):
@@ -60,12 +72,9 @@ def test_killed_ingest_leaves_the_previous_tables(tmp_path):
     ingest(store, IngestSettings(path=editions.ml_csv(tmp_path)))
     before = {name: store.read_table(name) for name in TABLES}
     marker = tmp_path / "written"
-    env = {**os.environ, HOLD_BEFORE_COMMIT_ENV: str(marker)}
     newer = editions.ml_10m(tmp_path)
-    cmd = [sys.executable, "-m", "bonmf_pipe.cli", "ingest", "--path", str(newer),
-           "--store", str(store.root)]
-    proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[3], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-c", HELD_INGEST, str(store.root), str(newer), str(marker)]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[3], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -81,12 +90,15 @@ def test_killed_ingest_leaves_the_previous_tables(tmp_path):
             proc.kill()
         proc.stderr.close()
     for name, table in before.items():
-        assert store.read_table(name).equals(table), name
+        assert Store.open(store.root).read_table(name).equals(table), name
     report = verify_store(store)
     assert report.ok and report.problems  # the orphaned generations show as warnings only
+    assert all(p.severity == "warning" and "vacuum" in p.reason for p in report.problems)
     assert list((store.root / "tmp").glob("ingest-*"))  # its scratch folder was left behind
-    # The next ingest commits, then cleans the orphaned generations and the stale scratch.
+    # The next ingest commits and removes the stale scratch; vacuum removes the orphans.
     summary = ingest(store, IngestSettings(path=newer))
     assert summary.edition == "ml-10m" and store.manifest("ratings").rows == 3
     assert not (store.root / "tmp").exists()
+    vacuumed = store.vacuum()
+    assert vacuumed.generations_removed == 2 * len(TABLES)  # the killed one's and the first ingest's
     assert verify_store(store).problems == ()

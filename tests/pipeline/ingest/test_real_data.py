@@ -48,6 +48,8 @@ def test_reingest_gives_identical_tables(small_store, ml_latest_small, ml_1m_pos
     assert again.ratings == 100_836
     for name, table in before.items():
         assert store.read_table(name).equals(table), name
+    assert len([d for d in store.table_dir("ratings").iterdir() if d.is_dir()]) == 2  # kept until vacuum
+    store.vacuum()
     assert len([d for d in store.table_dir("ratings").iterdir() if d.is_dir()]) == 1  # old generation removed
     assert verify_store(store).ok
 
@@ -64,6 +66,7 @@ def test_ml_1m_has_no_ratings(tmp_path, ml_1m):
     items = {r["item_id"]: r for r in store.read_table("items").to_pylist()}
     assert items[73]["title"] == "Misérables, Les"
     assert s.rejected == {}
+    assert s.latin1_lines == {"movies.dat": 50}  # ml-1m is latin-1: its 50 non-ASCII lines
 
 
 def test_corrupted_copy_lands_in_rejects(tmp_path, ml_latest_small, ml_1m_posters):
