@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from bonmf_pipe.errors import ConfigError, InputError, StoreError
-from bonmf_pipe.featurestore.io import file_lock
 from bonmf_pipe.featurestore.sql import spill_connection
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import sql_list
@@ -145,7 +144,9 @@ def make_split(
     if store.has_table(split_table_name(split_id)):
         return split_id
     # trainers started together on one store write a new split once: the first holds the lock
-    with file_lock(store.root / "tmp" / f"split-{split_id}.lock"):
+    with store.lock(f"split-{split_id}", what="train: write a split", progress=progress):
+        store.refresh()  # the newest snapshot: a trainer that held the lock first may have written it
+        split_id = _split_id(store, spec, seed, valid_fraction)
         if not store.has_table(split_table_name(split_id)):
             _write_split(store, spec, kind, arg, seed, split_id, valid_fraction, progress,
                          memory_limit_mb, rows_per_file, row_group_size)
