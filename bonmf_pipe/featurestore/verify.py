@@ -22,6 +22,7 @@ from bonmf_pipe.featurestore.info import manifest_folders
 from bonmf_pipe.featurestore.io import sha256_file
 from bonmf_pipe.featurestore.literals import sql_list
 from bonmf_pipe.featurestore.manifest import MANIFEST_NAME, SCHEMA_VERSION, read_manifest
+from bonmf_pipe.featurestore.snapshot import read_snapshot, snapshot_versions
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.progress import ProgressCallback, Reporter
 
@@ -71,10 +72,8 @@ def verify_store(store: Store, progress: ProgressCallback | None = None) -> Veri
         m = read_manifest(folder)
         shards += len(m.files) if m else 0
         report.advance("verify")
-    checked = 0
-    if not any(p.severity == "error" for p in problems):  # meaning is checked on sound bytes only
-        meaning, checked = _reference_problems(store)
-        problems.extend(meaning)
+    meaning, checked = _reference_problems(store)  # a file DuckDB cannot read is reported there too
+    problems.extend(meaning)
     report.advance("verify")
     report.end("verify")
     return VerifyReport(
@@ -105,15 +104,33 @@ def _snapshot_problems(store: Store) -> list[Problem]:
         live.update(p.parent.resolve() for p in (m.paths(path.parent) if m else []))
     if not store.tables_dir.is_dir():
         return out
+    live |= _kept_dirs(store)
     for folder in sorted(p for p in store.tables_dir.iterdir() if p.is_dir()):
         if folder.name not in snap.tables:
             out.append(Problem(_rel(store, folder), "not in the current snapshot: left by an interrupted writer, "
                                "never read; `bonmf-pipe vacuum` removes it", "warning"))
             continue
         for gen in sorted(p for p in folder.iterdir() if p.is_dir() and p.resolve() not in live):
-            out.append(Problem(_rel(store, gen), "not in the current snapshot: an older or uncommitted generation, "
-                               "never read; `bonmf-pipe vacuum` removes it", "warning"))
+            out.append(Problem(_rel(store, gen), "in no snapshot: an uncommitted generation or one of a snapshot "
+                               "vacuum removed, never read; `bonmf-pipe vacuum` removes it", "warning"))
     return out
+
+
+def _kept_dirs(store: Store) -> set[Path]:
+    """Generation folders that older, still kept snapshots use (readers may hold them)."""
+    dirs: set[Path] = set()
+    for version in snapshot_versions(store.root):
+        try:
+            snap = read_snapshot(store.root, version)
+        except StoreError:
+            continue  # a snapshot never made current (killed commit); vacuum removes it
+        for rel in snap.tables.values():
+            folder = (store.root / rel).parent
+            dirs.add(folder.resolve())
+            if not folder.name.startswith("gen-"):  # a legacy manifest: its shards' folders
+                m = read_manifest(folder)
+                dirs.update(p.parent.resolve() for p in (m.paths(folder) if m else []))
+    return dirs
 
 
 def _verify_folder(store: Store, folder: Path) -> list[Problem]:

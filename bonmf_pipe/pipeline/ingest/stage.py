@@ -4,8 +4,9 @@ Every table is written as a new generation first; only when all are written are 
 committed, all at once, in one store snapshot: a killed or failed ingest leaves the previous
 dataset in place, never a mix of two. The ingest holds the store's ``tables`` lock from
 start to commit, so a second ingest (or encode's rejects update) waits for it, or fails
-at once when the store was opened with ``no_wait``. Scratch files (the ratings staging file, DuckDB's spill) live in ``<store>/tmp/ingest-*``
-and are removed at the end, or by the next ingest after a kill.
+at once when the store was opened with ``no_wait``. Scratch files (the ratings staging
+file, DuckDB's spill) live in ``<store>/tmp/ingest-*`` and are removed at the end, or by
+the next ingest after a kill.
 """
 
 from __future__ import annotations
