@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bonmf_pipe import __version__
 from bonmf_pipe.render import console, err_console, progress_renderer
@@ -36,7 +37,7 @@ def library_call() -> Iterator[None]:
     try:
         yield
     except BonmfError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]: the store keeps what was committed; re-run to resume.")
@@ -96,7 +97,7 @@ def sql(
     from bonmf_pipe.render import render_query_result
 
     with library_call():
-        result = run_query(Store.open(store), query)
+        result = run_query(Store.open(store), query, output=output)
         render_query_result(result, format, output)
 
 

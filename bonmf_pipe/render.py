@@ -146,7 +146,7 @@ def human_bytes(n: float) -> str:
 
 
 def render_info(info) -> None:
-    t = Table(title=f"store {info.root} (schema version {info.schema_version})")
+    t = Table(title=f"store {escape(str(info.root))} (schema version {info.schema_version})")
     for col in ("table", "kind"):
         t.add_column(col)
     for col in ("rows", "shards", "bytes"):
@@ -173,25 +173,21 @@ def render_query_result(result: pa.Table, fmt: str, output: Path | None, max_row
         raise ConfigError(f"--format {fmt!r} is not one of table, csv, json, parquet.")
     if output is not None:
         write_result(result, "csv" if fmt == "table" else fmt, output)
-        console.print(f"wrote {result.num_rows:,} rows to {output}")
+        console.print(f"wrote {result.num_rows:,} rows to {escape(str(output))}")
         return
     if fmt == "table":
         t = Table(show_lines=False)
         for name in result.column_names:
-            t.add_column(name)
+            t.add_column(escape(name))
         for row in result.slice(0, max_rows).to_pylist():
-            t.add_row(*(_cell(v) for v in row.values()))
+            t.add_row(*(escape(_cell(v)) for v in row.values()))
         console.print(t)
         if result.num_rows > max_rows:
             console.print(f"[dim]{result.num_rows:,} rows, first {max_rows} shown; use --output to get them all[/dim]")
     elif fmt == "csv":
-        import io
+        from bonmf_pipe.featurestore.sql import csv_bytes
 
-        import pyarrow.csv as pacsv
-
-        buf = io.BytesIO()
-        pacsv.write_csv(result, buf)
-        console.out(buf.getvalue().decode(), end="", highlight=False)
+        console.out(csv_bytes(result).decode(), end="", highlight=False)
     elif fmt == "json":
         console.out(json.dumps(result.to_pylist(), default=str), highlight=False)
     else:
@@ -201,7 +197,7 @@ def render_query_result(result: pa.Table, fmt: str, output: Path | None, max_row
 def render_verify(report) -> None:
     for p in report.problems:
         style = "yellow" if p.severity == "warning" else "red"
-        console.print(f"[{style}]{p.severity}[/{style}] {p.path}: {p.reason}")
+        console.print(f"[{style}]{p.severity}[/{style}] {escape(str(p.path))}: {escape(str(p.reason))}")
     status = "[green]ok[/green]" if report.ok else "[red]problems found[/red]"
     console.print(f"verify: {report.folders} folders, {report.shards} shards: {status}")
 
@@ -271,7 +267,7 @@ def render_recommendations(table: pa.Table, run: str, user: int) -> None:
     for col, just in (("rank", "right"), ("item_id", "right"), ("title", "left"), ("year", "right"), ("score", "right")):
         t.add_column(col, justify=just)
     for r in table.to_pylist():
-        t.add_row(str(r["rank"]), str(r["item_id"]), r["title"] or "?", str(r["year"] or ""), f"{r['score']:.3f}")
+        t.add_row(str(r["rank"]), str(r["item_id"]), escape(r["title"] or "?"), str(r["year"] or ""), f"{r['score']:.3f}")
     console.print(t)
 
 
@@ -299,12 +295,12 @@ def render_fetched(folder: Path) -> None:
 
 def render_ingest_summary(summary) -> None:
     """Rows read and kept per file, rejects by reason, posters, and the totals of an ingest."""
-    t = Table(title=f"ingest {summary.path} ({summary.edition}, {summary.seconds:.1f} s)")
+    t = Table(title=f"ingest {escape(str(summary.path))} ({summary.edition}, {summary.seconds:.1f} s)")
     t.add_column("source")
     for col in ("read", "kept", "rejected"):
         t.add_column(col, justify="right")
     for f in summary.files:
-        t.add_row(f.source, f"{f.rows_read:,}", f"{f.rows_kept:,}", f"{f.rows_read - f.rows_kept:,}")
+        t.add_row(escape(f.source), f"{f.rows_read:,}", f"{f.rows_kept:,}", f"{f.rows_read - f.rows_kept:,}")
     if summary.posters_found or summary.posters_matched or summary.posters_rejected:
         t.add_row("posters", f"{summary.posters_found:,}", f"{summary.posters_matched:,}", f"{summary.posters_rejected:,}")
     console.print(t)
@@ -352,7 +348,7 @@ def render_similar(table: pa.Table, item: str, modality: str) -> None:
     for col, just in (("rank", "right"), ("item_id", "right"), ("title", "left"), ("year", "right"), ("cosine", "right")):
         t.add_column(col, justify=just)
     for r in table.to_pylist():
-        t.add_row(str(r["rank"]), str(r["item_id"]), r["title"], str(r["year"] or ""), f"{r['similarity']:.3f}")
+        t.add_row(str(r["rank"]), str(r["item_id"]), escape(r["title"] or ""), str(r["year"] or ""), f"{r['similarity']:.3f}")
     console.print(t)
 
 

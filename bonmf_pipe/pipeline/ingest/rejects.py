@@ -36,6 +36,7 @@ class RejectSink:
         self.writer = writer
         self.by_code: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
+        self.by_source_code: Counter[tuple[str, str]] = Counter()
         self.latin1_lines: Counter[str] = Counter()  # kept lines that were not UTF-8, by file
         self._buffer: list[pl.DataFrame] = []
         self._buffered = 0
@@ -61,7 +62,9 @@ class RejectSink:
             pl.col(reason).alias("reason"),
         )
         codes = rows.get_column("reason").str.split_exact(":", 1).struct.field("field_0").str.strip_chars()
-        self.by_code.update(dict(codes.value_counts().iter_rows()))
+        counts = dict(codes.value_counts().iter_rows())
+        self.by_code.update(counts)
+        self.by_source_code.update({(source, code): n for code, n in counts.items()})
         self.by_source[source] += rows.height
         self._buffer.append(rows)
         self._buffered += rows.height
@@ -102,10 +105,13 @@ def check_not_all_rejected(files, sink: RejectSink, allow_empty: bool, fmt: Edit
     emptied = [f for f in files if f.source in sources and f.rows_read > 0 and f.rows_kept == 0]
     if allow_empty or not emptied:
         return
-    reasons = ", ".join(f"{code} {n:,}" for code, n in sink.by_code.most_common(4))
-    names = ", ".join(f"{f.source} ({f.rows_read:,} rows)" for f in emptied)
+    parts = []
+    for f in emptied:
+        codes = Counter({code: n for (src, code), n in sink.by_source_code.items() if src == f.source})
+        reasons = ", ".join(f"{code} {n:,}" for code, n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+        parts.append(f"{f.source} ({f.rows_read:,} rows: {reasons})")
     raise InputError(
-        f"Every row of {names} was rejected ({reasons}), so the ingest would leave empty tables; nothing "
+        f"Every row of {' and '.join(parts)} was rejected, so the ingest would leave empty tables; nothing "
         "was committed. Check the files (right edition? right --dataset?), or pass --allow-empty to "
         "commit empty tables anyway."
     )
