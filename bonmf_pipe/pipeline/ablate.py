@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.evaluation import EvalSettings, evaluate_run
+from bonmf_pipe.featurestore.runs import EPOCHS
 from bonmf_pipe.featurestore.store import Store
+from bonmf_pipe.featurestore.views import ABLATIONS_DIR
 from bonmf_pipe.pipeline.ablate_report import K, RESULT_SCHEMA, RESULTS, plot, summarize, write_results
 from bonmf_pipe.pipeline.tune import TuneSettings, tune
 from bonmf_pipe.progress import ProgressCallback, Reporter
-from bonmf_pipe.trainer import TrainSettings, read_run_config, train
-from bonmf_pipe.trainer.settings import FEATURES, MODELS
+from bonmf_pipe.trainer import FEATURES, MODELS, TrainSettings, read_run_config, run_dir, train
 
 __all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features"]
 
@@ -134,7 +136,7 @@ def ablate(store: Store, settings: AblateSettings | None = None, progress: Progr
     report = Reporter(progress)
     label = "".join(c if c.isalnum() or c in "-_" else "-" for c in (s.name or "ablation"))[:40]
     ablation_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{label}-{uuid.uuid4().hex[:6]}"
-    folder = store.root / "ablations" / ablation_id
+    folder = store.root / ABLATIONS_DIR / ablation_id
     folder.mkdir(parents=True, exist_ok=False)
     rows: list[dict] = []
     curves: dict[str, list[dict]] = {}
@@ -194,11 +196,7 @@ def _run_variant(store: Store, s: AblateSettings, ablation_id: str, run_settings
 
 
 def _run_epochs(store: Store, run_id: str) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    from bonmf_pipe.trainer import run_dir
-
-    path = run_dir(store, run_id) / "epochs.parquet"
+    path = run_dir(store, run_id) / EPOCHS
     return pq.read_table(path).to_pylist() if path.exists() else []
 
 

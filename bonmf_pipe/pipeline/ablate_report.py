@@ -10,9 +10,9 @@ import pyarrow as pa
 
 from bonmf_pipe.featurestore.io import atomic_path, atomic_write_bytes, atomic_write_json
 from bonmf_pipe.featurestore.store import settings_dict, write_parquet_atomic
+from bonmf_pipe.featurestore.views import ABLATION_RESULTS as RESULTS
 from bonmf_pipe.pipeline.stats import mean_std, paired_difference
 
-RESULTS = "results.parquet"
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 RESULTS_PNG = "results.png"

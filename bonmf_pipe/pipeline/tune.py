@@ -35,7 +35,7 @@ import optuna
 import pyarrow as pa
 
 from bonmf_pipe.errors import ConfigError, StoreError
-from bonmf_pipe.featurestore.io import atomic_write_json, file_lock
+from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.progress import ProgressCallback, ProgressEvent, Reporter
 from bonmf_pipe.trainer import TrainSettings, read_run_config, run_dir, train
@@ -237,7 +237,7 @@ def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None
     path = storage_path(store, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     space = search_space(s.base(), s.space)
-    with _optuna_quiet(), file_lock(store.root / "tmp" / f"tune-{name}.lock"):
+    with _optuna_quiet(), store.lock(f"tune-{name}", what=f"tune {name}", progress=progress):
         storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
         probe = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
         _check_same_study(probe, s, name)
@@ -428,7 +428,8 @@ def _rows(study: optuna.Study, name: str) -> list[dict]:
 def write_tuning_table(store: Store, name: str, study: optuna.Study) -> list[dict]:
     """Rewrite the ``tuning`` table with ``study``'s trials (other studies' rows are kept)."""
     rows = _rows(study, name)
-    with file_lock(store.root / "tmp" / "tuning-table.lock"):
+    with store.lock(TABLE, what="the tuning table"):
+        store.refresh()  # another study's tune may have committed rows since
         others = []
         if store.has_table(TABLE):
             others = [r for r in store.read_table(TABLE).to_pylist() if r["study"] != name]
