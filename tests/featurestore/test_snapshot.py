@@ -11,7 +11,6 @@ from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.lock import store_lock
 from bonmf_pipe.featurestore.manifest import Manifest, ShardEntry, write_manifest
 from bonmf_pipe.featurestore.schema import RATINGS
-from bonmf_pipe.featurestore.sql import query
 from bonmf_pipe.featurestore.store import parquet_metadata
 from bonmf_pipe.featurestore.verify import verify_store
 from bonmf_pipe.featurestore.views import all_views
