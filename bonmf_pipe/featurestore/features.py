@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bonmf_pipe.errors import StoreError
-from bonmf_pipe.featurestore.literals import sql_list
+from bonmf_pipe.featurestore.duck import fetch_arrow, sql_list
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store
 
@@ -148,8 +148,6 @@ def load_feature_matrix(
     one get a zero row and ``False`` in the mask.
     """
     import duckdb
-
-    from bonmf_pipe.featurestore.sql import fetch_arrow
 
     manifest = read_manifest(feature_set.folder)
     files = [str(p) for p in manifest.paths(feature_set.folder)] if manifest else []

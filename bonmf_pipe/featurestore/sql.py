@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from bonmf_pipe.errors import QueryError
+from bonmf_pipe.featurestore.duck import fetch_arrow  # noqa: F401 - re-exported: the stages import it from here
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import all_views
 
@@ -82,12 +83,6 @@ def spill_connection(tmp: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnecti
     con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
     con.execute(f"SET temp_directory = {_literal(tmp.as_posix())}")
     return con
-
-
-def fetch_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
-    """A relation's rows as an Arrow table (DuckDB 2 renamed fetch_arrow_table)."""
-    fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
-    return fetch()
 
 
 def read_only_statements(sql: str) -> list[str]:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from bonmf_pipe.errors import StoreError
 from bonmf_pipe.featurestore.info import manifest_folders
 from bonmf_pipe.featurestore.io import sha256_file
-from bonmf_pipe.featurestore.literals import sql_list
+from bonmf_pipe.featurestore.duck import sql_list
 from bonmf_pipe.featurestore.manifest import MANIFEST_NAME, SCHEMA_VERSION, read_manifest
 from bonmf_pipe.featurestore.snapshot import read_snapshot, snapshot_versions
 from bonmf_pipe.featurestore.store import Store

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bonmf_pipe.featurestore.features import MODALITIES, FeatureSet, feature_sets, text_content_hash_sql
-from bonmf_pipe.featurestore.literals import sql_list, sql_literal
+from bonmf_pipe.featurestore.duck import sql_list, sql_literal
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.runs import EPOCHS, PREDICTIONS, SUMMARY
 from bonmf_pipe.featurestore.store import Store
