@@ -1,18 +1,24 @@
 """One-call GPU check (run by ``benchmarks/gpu_check.sh``): prints ONE JSON document.
 
-1. Encode throughput with paper-SIZED encoders: a roberta-base-shaped text model
-   (``RobertaConfig()``: 12 layers, 768-d) and ``vit_base_patch16_224``, both RANDOM-INITIALISED
-   (no weights can be downloaded there): throughput only, the vectors mean nothing. The text
-   tokenizer is a byte-level BPE trained there on the texts. Texts: an ML-1M catalogue folder
-   given with ``--catalogue`` (movies.dat), else 3,883 synthetic ML-1M-style texts; posters:
-   185x278 JPEGs generated there. Each modality: the project's encode loop end to end (minus
-   the store write) vs the forward pass alone and the decode path alone (same device, batch
-   size and dtype).
-2. Training throughput on synthetic ML-25M-sized ratings (25M ratings, 162k users, 62k items,
-   70% train) written as split shards: the project's ``train_epoch`` streaming from the shards
+1. Posters, each figure paired with its ceilings from the same run: the REAL ML-1M posters
+   (``../shared/data/ml-1m-posters``, else the git-ignored subset ``benchmarks/_posters/``
+   that ``--prepare`` copies there: carry it to a GPU machine) replicated to >= 60,000
+   items; for ViT-B/16 and EfficientNet-Lite0 (random init, throughput only; compute dtype
+   bf16 on CUDA): end to end (the project's ``encode_images`` loop, minus the store write:
+   loader workers decode at native size, resize + crop + normalise on the device, forward,
+   vectors back), forward-only (model input already on the device), and decode-only (the
+   same loader with all its workers, PIL at native size, no resize, no model).
+2. Texts: a roberta-base-shaped and a MiniLM-L6-shaped model (random init; a byte-level BPE
+   tokenizer trained there on the texts) over 87,585 texts (the ML-1M titles replicated when
+   ``movies.dat`` is found, else synthetic ML-1M-style texts of the same length): end to end
+   on the FIRST pass of a freshly loaded model (tokenising included) vs the warm forward pass
+   alone over the same batches already on the device.
+3. Training throughput on synthetic ML-25M-sized ratings (25M ratings, 162k users, 62k items,
+   70% train) written as split shards: the trainer's ``train_epoch`` streaming from the shards
    vs resident tensors, same network (nmf) and batch size; epochs subsampled to ``--max-rows``
    and scaled to the 17.5M-row train part.
 
+``--dry-run`` runs every code path with tiny models and sizes on the CPU (< 2 minutes).
 polars and duckdb are not installed there (their wheels would not fit the 64 MiB that
 travels); the modules used here never call them, so they are registered as modules that
 raise ImportError on first use: any code path that did need them fails loudly.
@@ -21,7 +27,10 @@ raise ImportError on first use: any code path that did need them fails loudly.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SUBSET = ROOT / "benchmarks" / "_posters"  # git-ignored; filled by --prepare
+SUBSET_SIZE = 640  # about 10 MB of real posters: small enough to carry
 
 
 class _Missing(types.ModuleType):
@@ -65,15 +79,39 @@ def catalogue_texts(folder: Path | None, n: int, seed: int = 0) -> tuple[list[st
     rng = np.random.default_rng(seed)
     words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(3, 9))).title() for _ in range(4000)]
     texts = []
-    for _ in range(n):
+    for _ in range(n or 3883):
         title = " ".join(rng.choice(words, rng.integers(1, 6)))
         genres = ", ".join(rng.choice(GENRES, rng.integers(1, 4), replace=False))
         texts.append(f"{title} ({rng.integers(1919, 2001)}). Genres: {genres}.")
     return texts, "synthetic ML-1M-style texts"
 
 
+def poster_folder() -> tuple[Path | None, str]:
+    """Where the real posters are: ../shared/data, else the prepared subset in the checkout."""
+    for folder, what in ((SHARED_DATA / "ml-1m-posters", "../shared/data/ml-1m-posters"),
+                         (SUBSET, "benchmarks/_posters (a subset of ml-1m-posters)")):
+        if folder.is_dir() and any(folder.glob("*.jpg")):
+            return folder, what
+    return None, "none"
+
+
+def prepare(n: int = SUBSET_SIZE) -> dict[str, Any]:
+    """Copy the first ``n`` ML-1M posters (by movie id; the greyscale one too) to benchmarks/_posters."""
+    src = SHARED_DATA / "ml-1m-posters"
+    if not src.is_dir():
+        raise SystemExit(f"{src} is absent: --prepare copies a subset of it into {SUBSET}")
+    files = sorted(src.glob("*.jpg"), key=lambda p: int(p.stem))[:n]
+    if (src / "1789.jpg").exists() and src / "1789.jpg" not in files:
+        files[-1] = src / "1789.jpg"
+    shutil.rmtree(SUBSET, ignore_errors=True)
+    SUBSET.mkdir(parents=True)
+    for f in files:
+        shutil.copyfile(f, SUBSET / f.name)
+    return {"prepared": str(SUBSET), "posters": len(files), "mb": round(sum(f.stat().st_size for f in files) / 2**20, 1)}
+
+
 def make_posters(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` 185x278 JPEGs (smooth colour fields plus noise, like scanned posters)."""
+    """``n`` synthetic 185x278 progressive JPEGs: only when no real poster is at hand (said in the JSON)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -84,93 +122,145 @@ def make_posters(folder: Path, n: int, seed: int = 0) -> list[Path]:
         img = np.asarray(Image.fromarray(small).resize((185, 278), Image.BICUBIC), dtype=np.int16)
         img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
         p = folder / f"{i + 1}.jpg"
-        Image.fromarray(img).save(p, quality=90)
+        Image.fromarray(img).save(p, quality=90, progressive=True)
         paths.append(p)
     return paths
 
 
-def text_model_folder(folder: Path, texts: list[str], tiny: bool) -> Path:
-    """A roberta-base-shaped model (random init) + a BPE tokenizer trained on ``texts``."""
+def text_tokenizer(folder: Path, texts: list[str]):
+    """A byte-level BPE (roberta-style) trained on ``texts``, saved in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import AutoModel, PreTrainedTokenizerFast, RobertaConfig
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=8000, special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+    tok.train_from_iterator(sorted(set(texts)), trainers.BpeTrainer(vocab_size=8000, special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
     tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", model_max_length=512)
-    cfg = RobertaConfig() if not tiny else RobertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                                         intermediate_size=128)
-    AutoModel.from_config(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
+    return fast
+
+
+def text_model_folder(folder: Path, shape: str, texts: list[str], tiny: bool) -> Path:
+    """A random-init model of ``shape`` (roberta-base or MiniLM-L6) + the BPE tokenizer."""
+    from transformers import AutoModel, BertConfig, RobertaConfig
+
+    fast = text_tokenizer(folder, texts)
+    if tiny:
+        cfg = RobertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                            vocab_size=len(fast), pad_token_id=fast.pad_token_id)
+    elif shape == "roberta-base":
+        cfg = RobertaConfig(pad_token_id=fast.pad_token_id)  # 12 layers, 768-d, 50,265-token embedding
+    else:  # all-MiniLM-L6-v2's shape
+        cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                         pad_token_id=fast.pad_token_id)
+    AutoModel.from_config(cfg).save_pretrained(folder)
     return folder
 
 
-def image_model_folder(folder: Path, tiny: bool) -> Path:
+def image_model_folder(folder: Path, arch: str) -> Path:
     import timm
 
-    arch = "vit_base_patch16_224" if not tiny else "vit_tiny_patch16_224"
     timm.models.save_for_hf(timm.create_model(arch, pretrained=False, num_classes=0), folder, safe_serialization=True)
     return folder
 
 
-def encode_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    import torch
+def _cuda_empty(runtime) -> None:
+    import gc
 
+    gc.collect()
+    if runtime.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _texts(args: argparse.Namespace) -> tuple[list[str], str]:
+    """``args.texts`` texts: the ML-1M titles replicated, else synthetic ones of the same shape."""
+    folder = args.catalogue or (SHARED_DATA / "ml-1m")
+    base, origin = catalogue_texts(folder if (folder / "movies.dat").is_file() else None, 0)
+    reps = math.ceil(args.texts / len(base))
+    return (base * reps)[: args.texts], f"{origin}, {len(base):,} texts replicated to {args.texts:,}"
+
+
+def text_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from benchmarks import encode_measure as em
-    from bonmf_pipe.pipeline.encode.image import ImageEncoder, image_options
-    from bonmf_pipe.pipeline.encode.loops import encode_images, encode_texts
+    from bonmf_pipe.pipeline.encode.loops import encode_texts
     from bonmf_pipe.pipeline.encode.registry import resolve_source
     from bonmf_pipe.pipeline.encode.settings import EncodeSettings, resolve_runtime
-    from bonmf_pipe.pipeline.encode.text import TextEncoder, text_options
+    from bonmf_pipe.pipeline.encode.text import PAD_MULTIPLE, TextEncoder, text_options
 
-    out: dict[str, Any] = {"weights": "RANDOM-INITIALISED (paper-sized shapes): throughput only"}
-    settings = EncodeSettings(device=args.device, batch_size=args.encode_batch)
-    runtime = resolve_runtime(settings)
-    texts, origin = catalogue_texts(args.catalogue, args.items)
-    folder = text_model_folder(tmp / "roberta-base-shaped", texts, args.dry_run)
-    src = resolve_source("text", str(folder))
-    enc = TextEncoder(src, text_options(src, settings, runtime, None), runtime)
-    batch = runtime.batch_size(settings, "text")
+    texts, origin = _texts(args)
     todo = _inputs(texts)
-    em.text_forward(enc, texts[:batch], batch)  # warm-up (kernels, autotune)
-    t0 = time.perf_counter()
-    writer = em.NullWriter()
-    encode_texts(enc, todo, writer, batch, 4096, lambda d, e: None)
-    e2e = len(texts) / (time.perf_counter() - t0)
-    fwd = em.text_forward(enc, texts, batch)
-    out["text"] = {"model": "roberta-base shape" if not args.dry_run else "tiny roberta (dry run)", "texts": origin,
-                   "items": len(texts), "batch_size": batch, "device": runtime.device, "dtype": runtime.dtype,
-                   "e2e_per_s": e2e, "forward_per_s": fwd["forward_per_s"], "ratio_vs_forward": e2e / fwd["forward_per_s"]}
-    del enc
-    torch.cuda.empty_cache() if runtime.device == "cuda" else None
+    out: dict[str, Any] = {"texts": origin, "items": len(texts), "pad_multiple": PAD_MULTIPLE}
+    for shape, normalize in (("roberta-base", None), ("MiniLM-L6", True)):
+        settings = EncodeSettings(device=args.device, batch_size=args.text_batch, normalize=normalize)
+        runtime = resolve_runtime(settings)
+        folder = text_model_folder(tmp / f"text-{shape}", shape, texts, args.dry_run)
+        src = resolve_source("text", str(folder))
+        enc = TextEncoder(src, text_options(src, settings, runtime, None), runtime)
+        batch = runtime.batch_size(settings, "text")
+        em._sync(enc.device)
+        t0 = time.perf_counter()  # first pass of a fresh model: every batch shape is new; tokenising included
+        encode_texts(enc, todo, em.NullWriter(), batch, 4096, lambda d, e: None)
+        e2e = len(texts) / (time.perf_counter() - t0)
+        fwd = em.text_forward(enc, texts, batch)
+        out[f"{shape} shape"] = {
+            "model": f"{shape} shape, random init" + (" (dry run: tiny roberta)" if args.dry_run else ""),
+            "batch_size": batch, "device": runtime.device, "dtype": runtime.dtype,
+            "e2e_first_pass_per_s": e2e, "forward_warm_per_s": fwd["forward_per_s"],
+            "ratio_e2e_vs_forward": e2e / fwd["forward_per_s"], "tokenize_per_s": fwd["tokenize_per_s"],
+            "distinct_batch_shapes": fwd["distinct_shapes"],
+            "ceiling_is": "warm forward pass alone over the same length-sorted batches, already padded on the device"}
+        del enc
+        _cuda_empty(runtime)
+    return out
 
-    paths = [str(p) for p in make_posters(tmp / "posters", args.items)]
-    import hashlib
 
-    hashes = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
-    src = resolve_source("image", str(image_model_folder(tmp / "vit-base-shaped", args.dry_run)))
-    enc = ImageEncoder(src, image_options(settings, runtime), runtime)
-    batch = runtime.batch_size(settings, "image")
-    workers = runtime.num_workers(settings)
-    _, warm = em.image_decode(enc, runtime, paths[:batch], hashes[:batch], batch, workers)
-    em.image_forward(enc, warm, batch)
+def image_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from benchmarks import encode_measure as em
+    from bonmf_pipe.pipeline.encode.image import ImageEncoder, image_options
+    from bonmf_pipe.pipeline.encode.loops import encode_images
+    from bonmf_pipe.pipeline.encode.registry import resolve_source
+    from bonmf_pipe.pipeline.encode.settings import EncodeSettings, resolve_runtime
+
+    folder, origin = poster_folder()
+    unique = sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem))[: args.unique_posters] if folder else []
+    if not unique:
+        unique, origin = make_posters(tmp / "posters", 256), "SYNTHETIC 185x278 progressive JPEGs (no real posters found)"
+    hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in unique}  # also warms the page cache
+    reps = math.ceil(args.posters / len(unique))
+    paths = [str(p) for p in unique] * reps
+    hash_list = [hashes[p] for p in unique] * reps
+    settings = EncodeSettings(device=args.device, batch_size=args.image_batch, num_workers=args.workers)
+    runtime = resolve_runtime(settings)
+    batch, workers = runtime.batch_size(settings, "image"), runtime.num_workers(settings)
     import pyarrow as pa
 
-    todo = pa.table({"item_id": np.arange(1, len(paths) + 1), "content_hash": hashes, "input": paths})
-    t0 = time.perf_counter()
-    failures = encode_images(enc, todo, em.NullWriter(), runtime, batch, workers, 4096, lambda d, e: None)
-    e2e = (len(paths) - len(failures)) / (time.perf_counter() - t0)
-    dec, pixels = em.image_decode(enc, runtime, paths, hashes, batch, workers)
-    fwd = em.image_forward(enc, pixels, batch)
-    slower = min(dec["decode_per_s"], fwd["forward_per_s"])
-    out["image"] = {"model": "vit_base_patch16_224" if not args.dry_run else "vit_tiny_patch16_224 (dry run)",
-                    "items": len(paths), "failed": len(failures), "batch_size": batch, "workers": workers,
-                    "backend": runtime.image_backend, "device": runtime.device, "dtype": runtime.dtype,
-                    "e2e_per_s": e2e, "forward_per_s": fwd["forward_per_s"], "decode_per_s": dec["decode_per_s"],
-                    "ratio_vs_slower_ceiling": e2e / slower}
+    todo = pa.table({"item_id": np.arange(1, len(paths) + 1), "content_hash": hash_list, "input": paths})
+    dec, kept = em.image_decode(paths, hash_list, batch, workers, pin_memory=runtime.device == "cuda", keep=8)
+    out: dict[str, Any] = {"posters": origin, "unique": len(unique), "items": len(paths), "batch_size": batch,
+                           "workers": workers, "device": runtime.device, "dtype": runtime.dtype,
+                           "decode_only_per_s": dec["decode_per_s"],
+                           "decode_only_is": f"the loader alone: read + SHA-256 check + PIL decode at native size in "
+                                             f"{workers} workers, packed one uint8 tensor per batch; no resize, no model"}
+    for arch in args.image_models:
+        src = resolve_source("image", str(image_model_folder(tmp / f"image-{arch}", arch)))
+        enc = ImageEncoder(src, image_options(settings, runtime), runtime)
+        t0 = time.perf_counter()
+        failures = encode_images(enc, todo, em.NullWriter(), runtime, batch, workers, 4096, lambda d, e: None)
+        e2e = (len(paths) - len(failures)) / (time.perf_counter() - t0)
+        fwd = em.image_forward(enc, kept, len(paths))
+        slower = min(fwd["forward_per_s"], dec["decode_per_s"])
+        out[arch] = {"failed": len(failures), "e2e_per_s": e2e, "forward_only_per_s": fwd["forward_per_s"],
+                     "ratio_e2e_vs_forward": e2e / fwd["forward_per_s"],
+                     "ratio_e2e_vs_decode": e2e / dec["decode_per_s"],
+                     "ratio_e2e_vs_slower_ceiling": e2e / slower,
+                     "forward_only_is": "model forward over posters already decoded, resized and normalised on the device"}
+        del enc
+        _cuda_empty(runtime)
     return out
 
 
@@ -208,7 +298,9 @@ def train_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     from bonmf_pipe.progress import Reporter
     from bonmf_pipe.trainer import data
-    from bonmf_pipe.trainer.loop import Context, new_model, new_optimizer, pick_device, train_epoch
+    from bonmf_pipe.runtime import resolve_device
+    from bonmf_pipe.trainer.epoch import train_epoch
+    from bonmf_pipe.trainer.setup import Context, new_model, new_optimizer
     from bonmf_pipe.trainer.settings import TrainSettings
 
     t0 = time.perf_counter()
@@ -221,7 +313,7 @@ def train_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                            "generate_seconds": gen_s, "model": "nmf", "by_batch_size": {}}
     for batch in args.train_batches:
         s = TrainSettings(model="nmf", batch_size=batch, device=args.device).effective()
-        device = pick_device(s.device)
+        device = resolve_device(s.device)
         ctx = Context(None, s, device, "synthetic", dataset, maps, {}, info["n_train"], 0, 3.0, 0.5, 5.0, "streaming")
         rates = {}
         for mode in ("resident", "streaming"):
@@ -293,13 +385,21 @@ def _machine(machine_info, missing: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes and tiny models on the CPU: proves the code path")
+    p.add_argument("--prepare", action="store_true", help=f"copy {SUBSET_SIZE} real posters into {SUBSET} and stop")
     p.add_argument("--catalogue", type=Path, help="an ML-1M folder (movies.dat) for the texts")
     p.add_argument("--device", default="auto")
-    p.add_argument("--skip", default="", help="comma list: encode, train")
+    p.add_argument("--skip", default="", help="comma list: text, image, train")
     args = p.parse_args(argv)
+    if args.prepare:
+        print(json.dumps(prepare(), indent=1))
+        return
     big = not args.dry_run
-    args.items = 3883 if big else 48
-    args.encode_batch = None if big else 16
+    args.texts = 87_585 if big else 600
+    args.posters = 60_000 if big else 192
+    args.unique_posters = 100_000 if big else 64
+    args.text_batch, args.image_batch = (None, None) if big else (64, 32)
+    args.workers = None if big else 2  # None: encode's default for the machine
+    args.image_models = ("vit_base_patch16_224", "efficientnet_lite0") if big else ("vit_tiny_patch16_224", "efficientnet_lite0")
     args.ratings, args.users, args.items_train = (25_000_000, 162_000, 62_000) if big else (60_000, 1_620, 620)
     args.max_rows = 4_000_000 if big else 20_000
     args.train_batches = (512, 16_384) if big else (512,)
@@ -309,11 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.common import machine_info
 
     result: dict[str, Any] = {"machine": _machine(machine_info, missing),
-                              "dry_run": args.dry_run, "stubbed_missing_modules": missing}
+                              "dry_run": args.dry_run, "stubbed_missing_modules": missing,
+                              "weights": "RANDOM-INITIALISED models of the real shapes: throughput only"}
     with tempfile.TemporaryDirectory(prefix="bonmf-gpu-check-") as d:
         tmp = Path(d)
         skip = set(filter(None, args.skip.split(",")))
-        for name, fn in (("encode", encode_check), ("train", train_check)):
+        for name, fn in (("image", image_check), ("text", text_check), ("train", train_check)):
             if name in skip:
                 continue
             t0 = time.perf_counter()
@@ -321,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
                 result[name] = fn(args, tmp)
                 result[name]["seconds"] = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 - report and go on to the next check
-                result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                import traceback
+
+                result[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
     print(json.dumps(result, indent=1, default=str))
 
 

@@ -50,7 +50,8 @@ def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int = 512,
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.progress import Reporter
     from bonmf_pipe.trainer import TrainSettings
-    from bonmf_pipe.trainer.loop import new_model, new_optimizer, prepare, train_epoch
+    from bonmf_pipe.trainer.epoch import train_epoch
+    from bonmf_pipe.trainer.setup import new_model, new_optimizer, prepare
 
     if threads:
         torch.set_num_threads(threads)

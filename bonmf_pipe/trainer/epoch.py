@@ -47,13 +47,13 @@ def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoc
         pred, penalty = model(users, items, b.item_pos)
         mse = (pred - b.ratings).pow(2).mean()
         loss = mse + s.l2 * penalty.mean() if s.l2 else mse
-        value = float(loss.detach())
+        value, batch_mse = torch.stack([loss.detach(), mse.detach()]).tolist()  # one device sync
         if not math.isfinite(value):
             raise diverged(s, f"the training loss became {value} at epoch {epoch}, batch {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(mse.detach()) * len(users)
+        total += batch_mse * len(users)
         n += len(users)
         report.advance(task, len(users))
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):

@@ -1,4 +1,5 @@
-"""train: runs on synthetic stores, reproducibility, resume after a kill, unknown ids, Scorer."""
+"""train: runs on synthetic stores, bit-identical reruns, resume after a kill, unknown ids,
+failures recorded in the runs view, the on_epoch hook, Scorer."""
 
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.sql import query
-from bonmf_pipe.trainer import TrainSettings, list_runs, load_scorer, read_run_config, run_dir, split_dataset, train
+from bonmf_pipe.trainer import (
+    TrainSettings,
+    list_runs,
+    load_scorer,
+    lr_at,
+    read_run_config,
+    run_dir,
+    split_dataset,
+    train,
+)
 
 FAST = {"epochs": 4, "batch_size": 128, "lr": 0.01, "l2": 0.01}  # a tiny synthetic store learns fast
 
@@ -74,12 +85,33 @@ def test_checkpoint_is_safetensors_and_the_scorer_reproduces_the_predictions(sma
     np.testing.assert_allclose(grid[0, cols], scorer.predict(np.repeat(scorer.user_ids[0], 2), np.array([10, 20])), atol=1e-5)
 
 
-def test_same_seed_same_metrics_and_another_seed_differs(small_store):
+def test_same_seed_gives_bit_identical_runs_and_another_seed_differs(small_store):
     a = train(small_store, TrainSettings(**FAST))
     b = train(small_store, TrainSettings(**FAST))
     c = train(small_store, TrainSettings(seed=5, **FAST))
-    assert [e["train_loss"] for e in a.epochs] == [e["train_loss"] for e in b.epochs]
-    assert a.test_rmse == b.test_rmse
+    # metrics: exactly equal, epoch by epoch and on the test rows
+    def numbers(r):
+        return [(e["epoch"], e["train_loss"], e["valid_rmse"], e["lr"]) for e in r.epochs]
+
+    assert numbers(a) == numbers(b)
+    assert (a.test_mse, a.test_rmse, a.test_mae) == (b.test_mse, b.test_rmse, b.test_mae)
+    # predictions: the same bytes of every value
+    pa_, pb = (pq.read_table(r.run_dir / "predictions.parquet") for r in (a, b))
+    for col in ("user_id", "item_id", "rating", "prediction"):
+        assert pa_.column(col).to_numpy().tobytes() == pb.column(col).to_numpy().tobytes(), col
+    # checkpoints: every tensor (weights, best weights, optimiser state, id maps) bit for bit
+    # (the file bytes differ only by the run id, timestamps and timings in its metadata)
+    ta, tb = (load_file(str(r.run_dir / "checkpoint.safetensors")) for r in (a, b))
+    assert sorted(ta) == sorted(tb) and any(k.startswith("model/") for k in ta)
+    for k in ta:
+        assert ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape, k
+        assert ta[k].numpy().tobytes() == tb[k].numpy().tobytes(), k
+    # what made it reproducible is recorded
+    config = read_run_config(small_store, a.run_id)
+    assert config["threads"] == config["effective"]["threads"] >= 1
+    assert config["runtime"]["deterministic_algorithms"] is True
+    assert {"torch", "numpy", "pyarrow", "duckdb", "polars"} <= set(config["environment"])
+    assert config["environment"]["torch"] and config["environment"]["numpy"]
     assert c.test_rmse != a.test_rmse
 
 
@@ -98,6 +130,17 @@ def test_paper_mode_records_the_paper_network(small_store):
         0, False, 0.0, 0.0, 0,
     )
     assert len(result.epochs) == 2
+
+
+def test_paper_mode_trains_the_epochs_asked_for(small_store):
+    assert TrainSettings().effective().epochs == 30
+    assert TrainSettings(paper=True).effective().epochs == 10  # the paper's default
+    assert TrainSettings(paper=True, epochs=30).effective().epochs == 30  # was silently 10
+    assert TrainSettings(paper=True, epochs=10).effective().epochs == 10
+    result = train(small_store, TrainSettings(paper=True, epochs=12, batch_size=256))
+    assert [e["epoch"] for e in result.epochs] == list(range(1, 13))
+    config = read_run_config(small_store, result.run_id)
+    assert config["settings"]["epochs"] == 12 and config["effective"]["epochs"] == 12 and config["epochs_run"] == 12
 
 
 def test_unknown_users_and_items_are_predicted_through_side_information(tmp_path):
@@ -151,18 +194,85 @@ train(Store({str(small_store.root)!r}), TrainSettings(epochs=5, batch_size=128, 
     assert proc.returncode == 9, proc.stderr
     killed = [r for r in list_runs(small_store) if r["status"] == "running"]
     assert len(killed) == 1
+    # the killed run is in the runs view (its summary row is written before the first epoch)
+    rows = query(small_store, "SELECT run_id, status FROM runs ORDER BY created_at").to_pylist()
+    assert {"run_id": killed[0]["run_id"], "status": "running"} in rows and len(rows) == 2
     assert pq.read_table(run_dir(small_store, killed[0]["run_id"]) / "epochs.parquet").num_rows == 2
     resumed = train(small_store, TrainSettings(), resume=killed[0]["run_id"])
     assert resumed.run_id == killed[0]["run_id"]
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([e["train_loss"] for e in resumed.epochs], [e["train_loss"] for e in full.epochs], rtol=1e-5)
     assert resumed.test_rmse == pytest.approx(full.test_rmse, rel=1e-5)
+    assert read_run_config(small_store, resumed.run_id)["status"] == "done"
+
+
+def test_resume_refuses_options_that_contradict_the_run(small_store):
+    run = train(small_store, TrainSettings(model="nmf", **FAST))
+    with pytest.raises(ConfigError) as err:
+        train(small_store, TrainSettings(epochs=8, model="svd", seed=99), resume=run.run_id)
+    message = str(err.value)
+    assert "model 'svd'" in message and "seed 99" in message and "epochs 8" in message and "--resume" in message
+    # the fields the caller names as given are checked even when they equal a default
+    with pytest.raises(ConfigError, match="seed 42 .the run has 7"):
+        train(small_store, TrainSettings(seed=42), resume=train(small_store, TrainSettings(seed=7, **FAST)).run_id,
+              given={"seed"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        train(small_store, TrainSettings(), resume=run.run_id, given={"colour"})
+    # repeating the run's own settings is no contradiction: it resumes (nothing left to train)
+    again = train(small_store, TrainSettings(model="nmf", **FAST), resume=run.run_id)
+    assert again.run_id == run.run_id and [e["epoch"] for e in again.epochs] == [1, 2, 3, 4]
+    assert again.test_rmse == run.test_rmse
+
+
+def test_on_epoch_hook_sees_each_epoch_and_can_stop_the_run(small_store):
+    calls = []
+
+    def hook(epoch: int, rmse: float | None) -> bool:
+        calls.append((epoch, rmse))
+        return epoch == 2
+
+    settings = TrainSettings(epochs=5, early_stopping_patience=0, lr_schedule="cosine", **{k: v for k, v in FAST.items() if k != "epochs"})
+    result = train(small_store, settings, on_epoch=hook)
+    assert [e for e, _ in calls] == [1, 2] and all(isinstance(r, float) for _, r in calls)
+    assert [r for _, r in calls] == [e["valid_rmse"] for e in result.epochs]
+    assert result.stopped_by == "on_epoch" and [e["epoch"] for e in result.epochs] == [1, 2]
+    config = read_run_config(small_store, result.run_id)
+    assert config["status"] == "done" and config["epochs_run"] == 2 and config["stopped_by"] == "on_epoch"
+    assert pq.read_metadata(result.run_dir / "predictions.parquet").num_rows == result.test_rows > 0
+    # the per-epoch learning rate follows the pure schedule function
+    eff = settings.effective()
+    assert [e["lr"] for e in result.epochs] == [lr_at(1, eff), lr_at(2, eff)]
+
+
+def test_lr_schedules_are_pure_functions_of_the_epoch():
+    constant = TrainSettings(lr=0.01, epochs=5).effective()
+    assert [lr_at(e, constant) for e in range(1, 6)] == [0.01] * 5
+    cosine = TrainSettings(lr=0.01, epochs=5, lr_schedule="cosine").effective()
+    lrs = [lr_at(e, cosine) for e in range(1, 6)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs == [lr_at(e, cosine) for e in range(1, 6)]
+
+
+def test_a_diverging_run_fails_loudly_and_the_runs_view_says_why(small_store):
+    with pytest.raises(ConfigError, match="(?s)diverged.*--lr"):
+        train(small_store, TrainSettings(**{**FAST, "lr": 1e12}))
+    (run,) = list_runs(small_store)
+    assert run["status"] == "failed" and "diverged" in run["error"]
+    row = query(small_store, "SELECT status, error, test_rmse FROM runs").to_pylist()[0]
+    assert row["status"] == "failed" and "Lower --lr" in row["error"] and row["test_rmse"] is None
+    with pytest.raises(ConfigError, match="--lr must be a positive finite number"):
+        TrainSettings(lr=float("inf"))
+    with pytest.raises(ConfigError, match="--lr must be a positive finite number .got nan"):
+        TrainSettings(lr=float("nan"))
 
 
 def test_runs_metrics_and_predictions_views(small_store):
     a = train(small_store, TrainSettings(model="svd", **FAST))
     runs = query(small_store, "SELECT run_id, model, test_rmse FROM runs").to_pylist()
     assert runs == [{"run_id": a.run_id, "model": "svd", "test_rmse": pytest.approx(a.test_rmse)}]
+    row = query(small_store, "SELECT status, typeof(created_at) AS t, threads FROM runs").to_pylist()[0]
+    assert row["status"] == "done" and row["t"].startswith("TIMESTAMP") and row["threads"] >= 1
     metrics = query(small_store, "SELECT count(*) AS n FROM metrics WHERE run_id = ?".replace("?", f"'{a.run_id}'"))
     assert metrics.column("n")[0].as_py() == 4
     n = query(small_store, "SELECT count(*) AS n FROM predictions").column("n")[0].as_py()
@@ -174,10 +284,20 @@ def test_errors_say_what_to_fix(small_store, tmp_path):
         TrainSettings(model="xgboost")
     with pytest.raises(ConfigError, match="features"):
         TrainSettings(features=("audio",))
+    with pytest.raises(ConfigError, match="--epochs must be at least 1 .got 0"):
+        TrainSettings(epochs=0)
+    with pytest.raises(ConfigError, match="dropout must be in .0, 1. .got 1.5"):
+        TrainSettings(dropout=1.5)
+    with pytest.raises(ConfigError, match="--device 'tpu'"):
+        TrainSettings(device="tpu")
     with pytest.raises(StoreError, match="encoder key 'nope'"):
         train(small_store, TrainSettings(text_encoder="nope", **FAST))
+    with pytest.raises(ConfigError, match="no CUDA device|numbered from 0"):
+        train(small_store, TrainSettings(device="cuda:99", **FAST))
     with pytest.raises(StoreError, match="is not a run"):
         train(small_store, TrainSettings(), resume="no-such-run")
+    # a run that fails before its first epoch leaves no folder behind
+    assert not small_store.runs_dir.exists() or list(small_store.runs_dir.iterdir()) == []
     empty = Store.open(tmp_path / "empty", create=True)
     with pytest.raises(StoreError, match="ingest"):
         train(empty, TrainSettings(**FAST))
