@@ -1,0 +1,68 @@
+"""runtime: device and dtype resolution, determinism switches, derived seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bonmf_pipe import runtime
+from bonmf_pipe.errors import ConfigError
+
+
+def test_derived_seeds_are_stable_independent_and_keyed():
+    a = runtime.derive(42, "epoch", 1)
+    assert a == runtime.derive(42, "epoch", 1)  # same keys, same seed, in any process
+    seeds = {runtime.derive(42, "epoch", n) for n in range(1, 50)}
+    seeds |= {runtime.derive(42, "init"), runtime.derive(42, "dropout", 1), runtime.derive(43, "epoch", 1)}
+    assert len(seeds) == 52  # every purpose and epoch gets its own
+    assert all(0 <= s < 2**63 for s in seeds)
+    # the definition: numpy's SeedSequence child of the root at the keys' spawn key
+    expected = np.random.SeedSequence(42, spawn_key=(runtime._key("epoch"), 1)).generate_state(1, np.uint64)[0] >> 1
+    assert a == int(expected)
+    assert runtime.numpy_rng(42, "x").random() == runtime.numpy_rng(42, "x").random()
+    assert torch.equal(torch.rand(3, generator=runtime.torch_generator(7, "y")),
+                       torch.rand(3, generator=runtime.torch_generator(7, "y")))
+    with pytest.raises(ConfigError, match="--seed must be non-negative"):
+        runtime.derive(-1, "epoch")
+
+
+def test_devices_resolve_or_say_what_to_use(monkeypatch):
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="--device cuda: torch sees no CUDA device here; use --device cpu or auto"):
+        runtime.resolve_device("cuda")
+    with pytest.raises(ConfigError, match="cuda:N"):
+        runtime.resolve_device("cuda:x")
+    with pytest.raises(ConfigError, match="'tpu' is not one of auto, cpu, cuda or cuda:N"):
+        runtime.resolve_device("tpu")
+    with pytest.raises(ConfigError, match="'tpu'"):
+        runtime.check_device_name("tpu")
+    runtime.check_device_name("cuda:1")  # spelling only: no torch call
+
+
+def test_dtypes_resolve_per_device():
+    assert runtime.resolve_dtype("auto", "cpu") == "fp32"
+    assert runtime.resolve_dtype("auto", torch.device("cuda", 0)) == "bf16"
+    assert runtime.resolve_dtype("fp16", "cpu") == "fp16"
+    with pytest.raises(ConfigError, match="--dtype 'int4' is not one of auto, fp32, fp16, bf16"):
+        runtime.resolve_dtype("int4", "cpu")
+
+
+def test_deterministic_block_sets_and_restores_the_switches():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    with runtime.deterministic(1):
+        assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+        info = runtime.describe(torch.device("cpu"), 1)
+        assert info["deterministic_algorithms"] is True and info["threads"] == 1
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
+    assert 1 <= runtime.default_threads() <= 4
+    with pytest.raises(ConfigError, match="--threads must be at least 1"):
+        runtime.set_threads(0)
+
+
+def test_library_versions_name_what_changes_numbers():
+    versions = runtime.library_versions()
+    assert {"python", "torch", "numpy", "pyarrow", "duckdb", "polars"} <= set(versions)
+    assert versions["torch"] and versions["numpy"]
