@@ -18,6 +18,7 @@ from bonmf_pipe.errors import InputError
 from bonmf_pipe.pipeline.ingest.formats import LineFormat
 
 DEFAULT_BLOCK_BYTES = 16 << 20
+MAX_LINE_BYTES = 64 << 20  # no MovieLens line comes near this: a longer one means the file is not text
 
 
 def decode(data: bytes) -> str:
@@ -67,11 +68,17 @@ def iter_line_blocks(
     decoded one by one (``decode_lines``); ``stats`` counts those read as latin-1.
     """
     line_no, rest, pending = 1, b"", 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block_bytes):
+    with _open(path) as fh:
+        while chunk := _read(fh, path, block_bytes):
             data, pending = rest + chunk, pending + len(chunk)
             cut = data.rfind(b"\n")
             if cut < 0:
+                if len(data) > MAX_LINE_BYTES:
+                    raise InputError(
+                        f"{path}, line {line_no}: longer than {MAX_LINE_BYTES >> 20} MB without a line break, so "
+                        "this is not a MovieLens text file (a compressed or binary file?). Unpack it or point "
+                        "--path at the right folder."
+                    )
                 rest = data
                 continue
             rest = data[cut + 1 :]
@@ -80,6 +87,20 @@ def iter_line_blocks(
             line_no, pending = line_no + len(lines), 0
         if rest:
             yield line_no, _split_lines(rest, line_no, stats), pending
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}). Check that it is a readable file.") from exc
+
+
+def _read(fh, path: Path, size: int) -> bytes:
+    try:
+        return fh.read(size)
+    except OSError as exc:
+        raise InputError(f"{path}: reading failed ({exc.strerror or exc}). Check the disk or copy the file again.") from exc
 
 
 def _split_lines(data: bytes, first_line: int, stats: DecodeStats | None) -> pl.Series:

@@ -258,3 +258,42 @@ def test_odd_poster_names_unknown_movies_and_duplicates_are_rejects(tmp_path):
     ingest(again, IngestSettings(path=folder, posters=posters))
     assert again.read_table("items").equals(store.read_table("items"))
     assert verify_store(store).ok
+
+
+# -- files that are not MovieLens text ----------------------------------------------------
+
+
+def test_a_compressed_ratings_file_is_an_error(store, tmp_path):
+    import gzip
+
+    folder = _csv(tmp_path / "bad")
+    (folder / "ratings.csv").write_bytes(gzip.compress((folder / "ratings.csv").read_bytes()))
+    _assert_refused(store, folder, r"ratings\.csv, line 1: expected the header 'userId,movieId,rating,timestamp'")
+
+
+def test_binary_dat_file_is_every_row_rejected(tmp_path):
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    store = Store.open(tmp_path / "store", create=True)
+    ingest(store, IngestSettings(path=editions.ml_1m(tmp_path / "good")))
+    folder = editions.ml_1m(tmp_path / "bad")
+    (folder / "ratings.dat").write_bytes(bytes(range(256)) * 40)  # 40 lines of binary noise
+    _assert_refused(store, folder, r"Every row of ratings\.dat \(41 rows: malformed 41\) was rejected")
+
+
+def test_a_line_without_end_is_an_error_not_a_memory_blowup(store, tmp_path, monkeypatch):
+    from bonmf_pipe.pipeline.ingest import reader
+
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 4096)
+    folder = _csv(tmp_path / "bad")
+    (folder / "movies.csv").write_bytes(b"movieId,title,genres\n" + b"x" * 100_000)
+    with pytest.raises(InputError, match=r"movies\.csv, line 2: longer than 0 MB without a line break"):
+        ingest(store, IngestSettings(path=folder, block_bytes=1024))
+    assert verify_store(store).ok
+
+
+def test_an_unreadable_path_is_an_input_error(tmp_path):
+    from bonmf_pipe.pipeline.ingest.reader import iter_line_blocks
+
+    with pytest.raises(InputError, match="cannot be read"):
+        list(iter_line_blocks(tmp_path))  # a folder where a file was expected
