@@ -1,9 +1,11 @@
 """Encoder ceilings with the project's own encoder classes (no store needed; gpu_check uses it too).
 
-- forward only: the encoder's forward pass over inputs already tokenized / decoded and
-  resized, in the same batches (same device, batch size, dtype) as ``encode``;
-- decode only: the poster loader (read, hash check, decode, resize) and, for the tensor
-  backend, the on-device decode, with no model call.
+- forward only: the encoder's forward pass over inputs ALREADY ON THE DEVICE (texts
+  tokenized and padded there in the batches ``encode`` makes; posters decoded, resized and
+  normalised there), every batch shape run once untimed first (warm kernels);
+- decode only: the best decoding this machine does with all its loader workers: the
+  project's poster loader (read, hash check, PIL decode at native size, packed into one
+  tensor per batch), no resize and no model.
 """
 
 from __future__ import annotations
@@ -22,57 +24,74 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def text_forward(encoder: Any, texts: Sequence[str], batch_size: int) -> dict[str, float]:
-    """Texts/s of the forward pass alone (tokenized beforehand, length-ordered batches)."""
+def text_batches(encoder: Any, texts: Sequence[str], batch_size: int) -> tuple[list[Any], float]:
+    """The device-resident (ids, mask) batches ``encode`` would make, and the tokenize rate."""
     from bonmf_pipe.pipeline.encode.text import length_order
 
     t0 = time.perf_counter()
     tokens = encoder.tokenize(list(texts))
-    tokenize_s = time.perf_counter() - t0
+    tokenize_per_s = len(texts) / (time.perf_counter() - t0)
     order = length_order(tokens, list(range(len(tokens))))
-    encoder([tokens[i] for i in order[:batch_size]])  # warm-up batch (kernels, allocator)
+    batches = [encoder.pad([tokens[i] for i in order[b : b + batch_size]]) for b in range(0, len(order), batch_size)]
+    _sync(encoder.device)
+    return batches, tokenize_per_s
+
+
+def text_forward(encoder: Any, texts: Sequence[str], batch_size: int) -> dict[str, float]:
+    """Texts/s of the warm forward pass alone over inputs already on the device."""
+    batches, tokenize_per_s = text_batches(encoder, texts, batch_size)
+    shapes = {}
+    for ids, mask in batches:
+        shapes.setdefault(tuple(ids.shape), (ids, mask))
+    for ids, mask in shapes.values():  # warm: every shape once
+        encoder.forward(ids, mask)
+    _sync(encoder.device)
     t0 = time.perf_counter()
-    for b in range(0, len(order), batch_size):
-        encoder([tokens[i] for i in order[b : b + batch_size]])
-    _sync(getattr(encoder, "device", "cpu"))
-    forward_s = time.perf_counter() - t0
-    return {"items": len(texts), "forward_per_s": len(texts) / forward_s, "tokenize_per_s": len(texts) / tokenize_s}
-
-
-def image_decode(encoder: Any, runtime: Any, paths: Sequence[str], hashes: Sequence[str], batch_size: int,
-                 workers: int) -> tuple[dict[str, float], Any]:
-    """Posters/s of reading + decoding + resizing alone; also returns the decoded batches."""
-    import torch
-
-    from bonmf_pipe.pipeline.encode.posters import PosterDataset, decode_on_device, poster_loader
-
-    tensor = runtime.image_backend == "tensor"
-    loader = poster_loader(PosterDataset(paths, hashes, None if tensor else encoder.resize), batch_size, workers,
-                           pin_memory=runtime.device == "cuda")
-    batches, n = [], 0
-    t0 = time.perf_counter()
-    for batch in loader:
-        pixels = batch.pixels
-        if tensor and pixels is not None:
-            _, pixels, _ = decode_on_device(pixels, encoder.device, encoder.resize)
-        if pixels is not None:
-            n += len(pixels)
-            batches.append(pixels)
+    for ids, mask in batches:
+        encoder.forward(ids, mask)
     _sync(encoder.device)
     seconds = time.perf_counter() - t0
-    if not batches:
-        raise RuntimeError("no poster decoded: nothing to measure")
-    return {"items": n, "decode_per_s": n / seconds}, torch.cat([b.to(encoder.device) for b in batches])
+    return {"items": len(texts), "forward_per_s": len(texts) / seconds, "tokenize_per_s": tokenize_per_s,
+            "distinct_shapes": len(shapes)}
 
 
-def image_forward(encoder: Any, pixels: Any, batch_size: int) -> dict[str, float]:
-    """Posters/s of the forward pass alone over pixels already decoded (on the device)."""
-    encoder(pixels[:batch_size])  # warm-up
+def image_decode(paths: Sequence[str], hashes: Sequence[str], batch_size: int, workers: int, pin_memory: bool,
+                 keep: int = 0) -> tuple[dict[str, float], list[Any]]:
+    """Posters/s of the loader alone (read, hash check, PIL decode at native size, packing).
+
+    Also returns the first ``keep`` batches (for the forward-only measurement)."""
+    from bonmf_pipe.pipeline.encode.posters import PosterDataset, poster_loader
+
+    loader = poster_loader(PosterDataset(paths, hashes), batch_size, workers, pin_memory=pin_memory)
+    kept, n = [], 0
     t0 = time.perf_counter()
-    for b in range(0, len(pixels), batch_size):
-        encoder(pixels[b : b + batch_size])
+    for batch in loader:
+        n += len(batch.index)
+        if len(kept) < keep and len(batch.index):
+            kept.append(batch)
+    seconds = time.perf_counter() - t0
+    if not n:
+        raise RuntimeError("no poster decoded: nothing to measure")
+    return {"items": n, "decode_per_s": n / seconds, "workers": workers}, kept
+
+
+def image_forward(encoder: Any, batches: Sequence[Any], items: int) -> dict[str, float]:
+    """Posters/s of the forward pass alone over ``items`` posters whose model input is
+    already on the device (the given batches preprocessed once, then cycled)."""
+    inputs = [encoder.preprocess(b.pixels, b.sizes, encoder.device) for b in batches]
+    encoder.forward(inputs[0])  # warm-up
+    if len(inputs[-1]) != len(inputs[0]):
+        encoder.forward(inputs[-1])
     _sync(encoder.device)
-    return {"items": len(pixels), "forward_per_s": len(pixels) / (time.perf_counter() - t0)}
+    done, k = 0, 0
+    t0 = time.perf_counter()
+    while done < items:
+        x = inputs[k % len(inputs)]
+        encoder.forward(x)
+        done += len(x)
+        k += 1
+    _sync(encoder.device)
+    return {"items": done, "forward_per_s": done / (time.perf_counter() - t0)}
 
 
 class NullWriter:

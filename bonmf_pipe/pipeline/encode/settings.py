@@ -20,7 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 STORE_DTYPES = ("float16", "float32")
 POOLINGS = ("mean", "cls")
-IMAGE_BACKENDS = ("auto", "pil", "tensor")
+IMAGE_BACKENDS = ("auto", "pil")
 # Default batch sizes by (device, modality).
 BATCH_SIZES = {("cpu", "text"): 64, ("cpu", "image"): 32, ("cuda", "text"): 512, ("cuda", "image"): 256}
 
@@ -63,9 +63,10 @@ class EncodeSettings:
     max_length: int = 128
     """Texts are truncated to this many tokens."""
     image_backend: str = "auto"
-    """pil: decode and resize posters with PIL in the loader workers; tensor: decode with
-    torchvision.io on the compute device (nvJPEG on CUDA, per-image CPU fallback) and resize
-    tensors there; auto: tensor on CUDA, pil on CPU. Part of the encoder key."""
+    """How posters become pixels; auto and pil are the same and the only way: PIL decodes
+    at native size in the loader workers, the model's resize/crop/normalisation runs on the
+    compute device. (The former ``tensor`` backend is gone: nvJPEG refuses progressive JPEGs,
+    nearly all real posters, and its fallback decoded in the main process.)"""
     cpu_threads: int | None = None
     """torch intra-op threads while this call encodes on CPU (restored afterwards); None:
     leave torch's setting alone."""
@@ -81,6 +82,11 @@ class EncodeSettings:
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("store-dtype", self.store_dtype, STORE_DTYPES)
+        if self.image_backend == "tensor":
+            raise ConfigError(
+                "--image-backend tensor was removed: posters are now decoded by PIL in the loader workers "
+                "and resized on the compute device, which is faster on CPU and CUDA. Drop the option."
+            )
         _choice("image-backend", self.image_backend, IMAGE_BACKENDS)
         if self.text_pooling is not None:
             _choice("text-pooling", self.text_pooling, POOLINGS)
@@ -127,7 +133,6 @@ class Runtime:
 
     device: str  # cpu | cuda
     dtype: str  # fp32 | fp16 | bf16
-    image_backend: str  # pil | tensor
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the compute dtype; nothing for fp32."""
@@ -152,7 +157,4 @@ class Runtime:
 def resolve_runtime(settings: EncodeSettings) -> Runtime:
     device = runtime.resolve_device(settings.device).type
     dtype = runtime.resolve_dtype(settings.dtype, device)
-    backend = settings.image_backend
-    if backend == "auto":
-        backend = "tensor" if device == "cuda" else "pil"
-    return Runtime(device=device, dtype=dtype, image_backend=backend)
+    return Runtime(device=device, dtype=dtype)

@@ -1,8 +1,13 @@
 """Text encoder: any Hugging Face ``AutoModel`` with mean (over the attention mask) or CLS pooling.
 
-``trust_remote_code`` is never enabled. Texts are tokenized once, sorted by token length
-(then item id) so each batch pads little, and padded on the right; pooled vectors are
-optionally L2-normalised as sentence-transformers does.
+``trust_remote_code`` is never enabled. Texts are tokenized once with the fast tokenizer
+(in batches, in a background thread: ``loops.encode_texts``), sorted by token length (then
+item id) so each batch pads little, and padded on the right ON THE DEVICE: a batch goes up
+as one flat tensor of token ids (pinned, non-blocking on CUDA) and its width is rounded up
+to a multiple of ``PAD_MULTIPLE`` tokens, so a whole catalogue meets the GPU in a handful of
+shapes (each new shape costs kernel selection on its first pass). Padding is masked, so
+the width changes vectors only by float rounding. Pooled vectors are optionally
+L2-normalised as sentence-transformers does.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from bonmf_pipe.errors import ModelNotFoundError
 from bonmf_pipe.pipeline.encode.keys import PROVENANCE, SPEC_VERSION, files_sha256, library_versions, state_dict_sha256
 from bonmf_pipe.pipeline.encode.registry import ModelSource
 from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime
+from bonmf_pipe.pipeline.encode.transfer import HostResult, to_device
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "merges.txt")
 _VOLATILE_CONFIG = {"transformers_version", "dtype", "torch_dtype", "architectures"}
+PAD_MULTIPLE = 8  # padded batch widths are rounded up to a multiple of this many tokens
 
 
 def sentence_transformers_defaults(folder: Path | None) -> tuple[str | None, bool]:
@@ -131,20 +138,31 @@ class TextEncoder:
         """Token ids of each text (special tokens added, truncated to ``max_length``)."""
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
 
-    def __call__(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        """Pooled vectors ``[len(batch), dim]`` (float32) of a batch of token-id lists."""
+    def width(self, longest: int) -> int:
+        """Padded width of a batch whose longest text has ``longest`` tokens."""
+        return min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(longest, self.max_length))
+
+    def pad(self, batch: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        """``(input_ids, attention_mask)`` of a batch of token-id lists, padded on the device.
+
+        One copy goes up (the lengths, then the ids back to back); the padded ``[B, width]``
+        tensors are built there.
+        """
         import torch
 
-        width = max(len(x) for x in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, x in enumerate(batch):
-            ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-            mask[i, : len(x)] = 1
-        if self.device.type == "cuda":
-            ids, mask = ids.pin_memory(), mask.pin_memory()
-        ids = ids.to(self.device, non_blocking=True)
-        mask = mask.to(self.device, non_blocking=True)
+        lengths = [len(x) for x in batch]
+        packed = to_device(torch.tensor(lengths + [t for x in batch for t in x], dtype=torch.long), self.device)
+        n, width = len(batch), self.width(max(lengths))
+        lens, flat = packed[:n], packed[n:]
+        cols = torch.arange(width, device=self.device)
+        mask = cols.unsqueeze(0) < lens.unsqueeze(1)
+        where = ((torch.cumsum(lens, 0) - lens).unsqueeze(1) + cols.unsqueeze(0)).clamp_(max=max(flat.numel() - 1, 0))
+        return torch.where(mask, flat[where], self.pad_id), mask.long()
+
+    def forward(self, ids: Any, mask: Any) -> Any:
+        """Pooled (and, if asked, L2-normalised) float32 vectors of padded inputs on the device."""
+        import torch
+
         with torch.inference_mode(), self.runtime.autocast():
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         hidden = hidden.float()
@@ -155,7 +173,15 @@ class TextEncoder:
             vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         if self.options["normalize"]:
             vec = torch.nn.functional.normalize(vec, p=2, dim=1)
-        return vec.cpu().numpy()
+        return vec
+
+    def submit(self, batch: Sequence[Sequence[int]]) -> HostResult:
+        """Queue one batch of token-id lists: pooled vectors ``[len(batch), dim]`` on their way back."""
+        return HostResult(self.forward(*self.pad(batch)))
+
+    def __call__(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled vectors ``[len(batch), dim]`` (float32) of a batch of token-id lists."""
+        return self.submit(batch).numpy()
 
 
 def length_order(token_ids: Sequence[Sequence[int]], item_ids: Sequence[int]) -> list[int]:

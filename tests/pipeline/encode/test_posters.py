@@ -1,4 +1,4 @@
-"""Posters that cannot be used are rejected and skipped; the tensor decode path and its fallbacks."""
+"""Posters that cannot be used are rejected and skipped; every format decodes in the loader workers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 from bonmf_pipe.featurestore import Store
-from bonmf_pipe.featurestore.features import feature_sets, resolve_feature_set
 from bonmf_pipe.pipeline.encode import EncodeSettings, encode
-from bonmf_pipe.pipeline.encode.posters import decode_on_device
 
 from .conftest import THREADS, vectors, write_items
 
@@ -57,41 +55,50 @@ def test_a_poster_that_fails_at_encode_time_is_rejected_and_skipped(ml_1m_poster
     assert (retry.of("image").failed, retry.rejects_added, store.read_table("rejects").num_rows) == (3, 0, 3)
 
 
-def test_tensor_backend_decodes_on_the_device_and_keys_separately(ml_1m_posters, tmp_path):
+def test_png_webp_greyscale_and_huge_posters_decode_in_worker_processes(ml_1m_posters, tmp_path):
+    """Two loader worker processes decode every format at native size; one flat uint8 tensor per batch."""
     from PIL import Image
 
-    png = tmp_path / "poster.png"
     with Image.open(ml_1m_posters / "2.jpg") as im:
-        im.save(png)
+        assert im.info.get("progressive") or im.info.get("progression")  # a real progressive JPEG
+        im.save(tmp_path / "poster.png")
+        im.save(tmp_path / "poster.webp", lossless=True)
+        im.resize((1850, 2780), Image.BICUBIC).save(tmp_path / "huge.jpg", quality=95)
     store = Store.open(tmp_path / "s", create=True)
-    write_items(store, _poster_items(ml_1m_posters, tmp_path, [
-        {"item_id": 20, "title": "png", "text": "p", "poster_path": str(png), "poster_sha256": _sha(png)},
-    ]))
-    encode(store, EncodeSettings(modalities=("image",), image_backend="pil", **THREADS))
-    encode(store, EncodeSettings(modalities=("image",), image_backend="tensor", **THREADS))
-    sets = {fs.spec["preprocessing"]["backend"]: fs for fs in feature_sets(store, "image")}
-    assert set(sets) == {"pil", "tensor"} and sets["pil"].key != sets["tensor"].key
-    assert resolve_feature_set(store, "image").key == sets["tensor"].key  # the newest
-    ids_pil, pil = vectors(store, "image", sets["pil"].key)
-    ids_t, ten = vectors(store, "image", sets["tensor"].key)
-    assert ids_pil.tolist() == ids_t.tolist() == [1, 2, 20, GREYSCALE]
-    cos = (pil * ten).sum(1) / (np.linalg.norm(pil, axis=1) * np.linalg.norm(ten, axis=1))
-    assert cos.min() > 0.97  # torchvision's resize is not PIL's, but close
-    assert np.allclose(pil[1], pil[2], atol=0.05)  # the PNG copy of poster 2 gives poster 2's vector
+    extra = [{"item_id": 20 + k, "title": name, "text": name, "poster_path": str(tmp_path / name),
+              "poster_sha256": _sha(tmp_path / name)} for k, name in enumerate(["poster.png", "poster.webp", "huge.jpg"])]
+    write_items(store, _poster_items(ml_1m_posters, tmp_path, extra))
+    summary = encode(store, EncodeSettings(modalities=("image",), num_workers=2, batch_size=4, **THREADS))
+    assert (summary.of("image").encoded, summary.of("image").failed) == (6, 0)
+    ids, vecs = vectors(store, "image")
+    assert ids.tolist() == [1, 2, 20, 21, 22, GREYSCALE] and vecs.shape == (6, 1280)
+    assert np.array_equal(vecs[1], vecs[2]) and np.array_equal(vecs[1], vecs[3])  # PNG and WebP: poster 2's pixels
+    cos = float(vecs[1] @ vecs[4] / (np.linalg.norm(vecs[1]) * np.linalg.norm(vecs[4])))
+    assert cos > 0.98  # the 10x poster is downscaled (antialiased) back to about the same input
 
 
-def test_decode_on_device_falls_back_per_image(ml_1m_posters):
+def test_the_removed_tensor_backend_is_refused_with_a_fix():
+    from bonmf_pipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Drop the option"):
+        EncodeSettings(image_backend="tensor")
+
+
+def test_collate_packs_native_sizes_back_to_back():
+    from bonmf_pipe.pipeline.encode.posters import collate
+
+    a, b = np.full((3, 2, 3), 7, np.uint8), np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    batch = collate([(0, a, None), (1, None, "poster_unreadable: gone"), (2, b, None)])
+    assert batch.index.tolist() == [0, 2] and batch.sizes.tolist() == [[3, 2], [4, 5]]
+    assert batch.pixels.dtype == torch_uint8() and batch.pixels.numel() == a.size + b.size
+    assert np.array_equal(batch.pixels.numpy()[a.size :].reshape(4, 5, 3), b)
+    assert batch.failures == [(1, "poster_unreadable: gone")]
+
+
+def torch_uint8():
     import torch
-    from torchvision import transforms as T
 
-    raws = [np.fromfile(ml_1m_posters / "1.jpg", dtype=np.uint8), np.frombuffer(b"\xff\xd8junk", dtype=np.uint8),
-            np.fromfile(ml_1m_posters / f"{GREYSCALE}.jpg", dtype=np.uint8)]
-    resize = T.Compose([T.Resize(64), T.CenterCrop(64)])
-    ok, pixels, failures = decode_on_device(raws, torch.device("cpu"), resize)
-    assert ok == [0, 2] and pixels.shape == (2, 3, 64, 64) and pixels.dtype == torch.uint8
-    assert [i for i, _ in failures] == [1] and failures[0][1].startswith("poster_undecodable:")
-    grey = pixels[1].float()
-    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])  # grey expanded to RGB
+    return torch.uint8
 
 
 @pytest.mark.parametrize("bad", [{"shard": (2, 2)}, {"modalities": ("audio",)}, {"device": "tpu"},
