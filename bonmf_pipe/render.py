@@ -234,8 +234,8 @@ def render_evaluation(report) -> None:
         t.add_row(*key, *(_metric(vals[k]["value"]) if k in vals else "-" for k in ks), f"{r['n']:,}")
     console.print(t)
     for note in report.notes:
-        console.print(f"[dim]{note}[/dim]")
-    console.print(f"wrote {report.path} ({report.seconds:.1f} s)")
+        console.print(f"[dim]{escape(str(note))}[/dim]")
+    console.print(f"wrote {escape(str(report.path))} ({report.seconds:.1f} s)")
 
 
 def render_ablation(result) -> None:
@@ -251,8 +251,8 @@ def render_ablation(result) -> None:
         t.add_row(*(_ablation_cell(c, r[c]) for _, c in cols))
     console.print(t)
     for note in result.notes:
-        console.print(f"[yellow]{note}[/yellow]")
-    console.print(f"wrote {result.folder}" + (f" (chart {result.plot.name})" if result.plot else ""))
+        console.print(f"[yellow]{escape(str(note))}[/yellow]")
+    console.print(f"wrote {escape(str(result.folder))}" + (f" (chart {result.plot.name})" if result.plot else ""))
 
 
 def _ablation_cell(col: str, v) -> str:
@@ -283,14 +283,14 @@ def render_sample_summary(summary) -> None:
     if summary.posters:
         speed += f", posters in {summary.posters_seconds:.1f} s ({summary.posters / max(summary.posters_seconds, 1e-9):,.0f}/s)"
     console.print(f"mean rating {summary.rating_mean:.3f}; {speed}")
-    console.print(f"wrote {summary.out}: {', '.join(summary.files)}")
+    console.print(f"wrote {escape(str(summary.out))}: {', '.join(summary.files)}")
     posters = f" --posters {summary.out / 'posters'}" if summary.posters else ""
-    console.print(f"next: bonmf-pipe ingest --path {summary.out}{posters}")
+    console.print(f"next: bonmf-pipe ingest --path {escape(str(summary.out) + posters)}")
 
 
 def render_fetched(folder: Path) -> None:
-    console.print(f"MovieLens ready in {folder}")
-    console.print(f"next: bonmf-pipe ingest --path {folder}")
+    console.print(f"MovieLens ready in {escape(str(folder))}")
+    console.print(f"next: bonmf-pipe ingest --path {escape(str(folder))}")
 
 
 def render_ingest_summary(summary) -> None:
@@ -323,7 +323,7 @@ def render_encode_summary(summary) -> None:
     """Per modality: encoder key, encoded / skipped / failed, seconds and items/s of an encode."""
     i, n = summary.shard
     shard = f", shard {i}/{n}" if n > 1 else ""
-    t = Table(title=f"encode {summary.store} ({summary.device}, {summary.dtype}{shard}, {summary.seconds:.1f} s)")
+    t = Table(title=f"encode {escape(str(summary.store))} ({summary.device}, {summary.dtype}{shard}, {summary.seconds:.1f} s)")
     t.add_column("modality")
     t.add_column("model")
     t.add_column("encoder key", no_wrap=True)
@@ -344,7 +344,7 @@ def render_encode_summary(summary) -> None:
 
 
 def render_similar(table: pa.Table, item: str, modality: str) -> None:
-    t = Table(title=f"nearest to {item} by {modality}")
+    t = Table(title=f"nearest to {escape(str(item))} by {escape(str(modality))}")
     for col, just in (("rank", "right"), ("item_id", "right"), ("title", "left"), ("year", "right"), ("cosine", "right")):
         t.add_column(col, justify=just)
     for r in table.to_pylist():
@@ -355,8 +355,8 @@ def render_similar(table: pa.Table, item: str, modality: str) -> None:
 def render_demo_result(result) -> None:
     render_ablation(result.ablation)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
-    console.print(f"pipeline done in {result.seconds:.1f}s ({stages}); store: {result.store}")
-    console.print(f"next: bonmf-pipe sql \"SELECT * FROM runs\" --store {result.store}")
+    console.print(f"pipeline done in {result.seconds:.1f}s ({stages}); store: {escape(str(result.store))}")
+    console.print(f"next: bonmf-pipe sql \"SELECT * FROM runs\" --store {escape(str(result.store))}")
 
 
 def render_train_result(result) -> None:
@@ -378,4 +378,4 @@ def render_train_result(result) -> None:
             f"test: MSE {_metric(result.test_mse)}, RMSE {_metric(result.test_rmse)}, MAE {_metric(result.test_mae)} "
             f"on {result.test_rows:,} ratings"
         )
-    console.print(f"run folder: {result.run_dir} (best epoch {result.best_epoch}, {result.seconds:.1f} s)")
+    console.print(f"run folder: {escape(str(result.run_dir))} (best epoch {result.best_epoch}, {result.seconds:.1f} s)")
