@@ -8,10 +8,11 @@ Both orders derive from (seed, epoch) alone, so an epoch replays identically on 
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,10 +20,10 @@ import pyarrow.dataset as pads
 import torch
 
 from bonmf_pipe.featurestore.features import load_feature_matrix, resolve_feature_set
-from bonmf_pipe.featurestore.sql import fetch_arrow
+from bonmf_pipe.featurestore import ids
+from bonmf_pipe.featurestore.sql import fetch_arrow, spill_connection
 from bonmf_pipe.featurestore.store import Store
-from bonmf_pipe.featurestore.views import sql_list
-from bonmf_pipe.trainer.splits import split_table_name
+from bonmf_pipe.trainer.splits import SPLIT_MEMORY_MB, split_table_name
 
 # Host bytes per buffered rating: three int64/float32 columns as Arrow, numpy copies and the
 # index arrays built from them (a generous bound, so the budget holds).
@@ -46,35 +47,27 @@ class IdMaps:
         return int(self.item_index.max(initial=0)) + 1
 
     def user_idx(self, users: np.ndarray) -> np.ndarray:
-        return _lookup(self.user_ids, users, offset=1)
+        """Embedding index of each user (0 = a user without training ratings)."""
+        return ids.lookup(self.user_ids, users, offset=1, missing=0)
 
     def item_pos(self, items: np.ndarray) -> np.ndarray:
         """Feature row of each item; unknown items get the extra last row (no vectors)."""
-        pos = _lookup(self.item_ids, items, offset=0, missing=-1)
-        pos[pos < 0] = len(self.item_ids)
-        return pos
+        return ids.lookup(self.item_ids, items, offset=0, missing=len(self.item_ids))
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, offset: int, missing: int = 0) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(sorted_ids) == 0:
-        return np.full(len(ids), missing, dtype=np.int64)
-    pos = np.searchsorted(sorted_ids, ids)
-    pos_c = np.minimum(pos, len(sorted_ids) - 1)
-    hit = sorted_ids[pos_c] == ids
-    return np.where(hit, pos_c + offset, missing).astype(np.int64)
-
-
-def build_id_maps(store: Store, split_id: str) -> IdMaps:
-    """Users and items with training ratings (a DuckDB aggregation over the split's shards)."""
+def build_id_maps(store: Store, split_id: str, memory_limit_mb: int = SPLIT_MEMORY_MB) -> IdMaps:
+    """Users and items with training ratings (a DuckDB aggregation over the split's shards,
+    held to ``memory_limit_mb`` and spilling to ``<store>/tmp`` beyond it)."""
     files = store.table_files(split_table_name(split_id))
-    con = duckdb.connect(":memory:")
+    tmp = store.root / "tmp" / f"duckdb-ids-{uuid.uuid4().hex[:8]}"
+    con = spill_connection(tmp, memory_limit_mb)
     try:
-        src = f"read_parquet({sql_list(files)}) WHERE part = 'train'"
-        users = fetch_arrow(con.sql(f"SELECT DISTINCT user_id FROM {src} ORDER BY 1")).column(0).to_numpy()
-        rated = fetch_arrow(con.sql(f"SELECT DISTINCT item_id FROM {src} ORDER BY 1")).column(0).to_numpy()
+        src, params = "read_parquet($files) WHERE part = 'train'", {"files": [str(f) for f in files]}
+        users = fetch_arrow(con.sql(f"SELECT DISTINCT user_id FROM {src} ORDER BY 1", params=params)).column(0).to_numpy()
+        rated = fetch_arrow(con.sql(f"SELECT DISTINCT item_id FROM {src} ORDER BY 1", params=params)).column(0).to_numpy()
     finally:
         con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     items = np.sort(store.read_table("items", columns=["item_id"]).column(0).to_numpy().astype(np.int64))
     items = np.union1d(items, rated)  # ratings of items missing from the items table still train
     index = np.zeros(len(items), dtype=np.int64)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, InputError, StoreError
 from bonmf_pipe.featurestore.sql import spill_connection
 from bonmf_pipe.featurestore.store import Store
-from bonmf_pipe.featurestore.views import sql_list
 from bonmf_pipe.progress import ProgressCallback, Reporter
 
 SPLIT_SCHEMA = pa.schema(
@@ -36,6 +37,7 @@ SPLIT_SCHEMA = pa.schema(
 KINDS = ("random", "per-user", "temporal", "file")
 FILE_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 DEFAULT_VALID_FRACTION = 0.05
+SPLIT_MEMORY_MB = 256  # DuckDB's limit while writing a split, unless the caller passes its budget
 
 
 def parse_split(spec: str) -> tuple[str, float | str]:
@@ -81,9 +83,10 @@ def _unit(seed: int, salt: str) -> str:
     )
 
 
-def _assign_sql(kind: str, arg, seed: int, files: list[Path]) -> str:
-    """SELECT user_id, item_id, rating, timestamp, part0 ('train' or 'test') from the ratings."""
-    src = f"read_parquet({sql_list(files)})"
+def _assign_sql(kind: str, arg, seed: int) -> str:
+    """SELECT user_id, item_id, rating, timestamp, part0 ('train' or 'test') from the ratings
+    (the query's ``$files`` parameter: the ratings' shards)."""
+    src = "read_parquet($files)"
     if kind == "random":
         return f"SELECT *, CASE WHEN {_unit(seed, 'split')} < {arg} THEN 'train' ELSE 'test' END AS part0 FROM {src}"
     if kind == "per-user":
@@ -130,7 +133,7 @@ def make_split(
     progress: ProgressCallback | None = None,
     *,
     valid_fraction: float = DEFAULT_VALID_FRACTION,
-    memory_limit_mb: int = 1024,
+    memory_limit_mb: int = SPLIT_MEMORY_MB,
     rows_per_file: int = 2_000_000,
     row_group_size: int = 64 * 1024,
 ) -> str:
@@ -138,6 +141,8 @@ def make_split(
 
     Idempotent: the same spec, seed, valid fraction and ratings give the same id, and an
     existing split table is reused. The valid slice is carved from the train part by a hash.
+    DuckDB computes it within ``memory_limit_mb`` (its sort spills to ``<store>/tmp`` beyond
+    it), so memory does not grow with the number of ratings.
     """
     kind, arg = parse_split(spec)
     split_id = _split_id(store, spec, seed, valid_fraction)
@@ -167,14 +172,14 @@ def _write_split(
         con.execute("SET preserve_insertion_order=false")
         if kind == "file":
             _register_file_split(con, store, str(arg))
-        assigned = _assign_sql(kind, arg, seed, files)
+        assigned = _assign_sql(kind, arg, seed)
         query = (
             "SELECT user_id, item_id, rating::FLOAT AS rating, timestamp, CASE WHEN part0 = 'train' AND "
             f"{_unit(seed, 'valid')} < {float(valid_fraction)} THEN 'valid' ELSE part0 END AS part "
             f"FROM ({assigned}) ORDER BY part, {_unit(seed, 'order')}"
         )
         settings = {"spec": spec, "seed": seed, "valid_fraction": valid_fraction, "split_id": split_id}
-        reader = con.sql(query).to_arrow_reader(row_group_size)
+        reader = con.sql(query, params={"files": [str(f) for f in files]}).to_arrow_reader(row_group_size)
         with store.writer(
             name, SPLIT_SCHEMA, settings, kind="split", rows_per_file=rows_per_file, row_group_size=row_group_size
         ) as w:
@@ -205,12 +210,19 @@ def split_dataset(store: Store, split_id: str) -> pads.Dataset:
 
 
 def split_counts(store: Store, split_id: str) -> dict[str, int]:
-    """Row count of each part, from the shards' statistics-free scan of one column."""
-    import pyarrow.compute as pc
-
+    """Row count of each part. The rows are stored grouped by part, so nearly every row group
+    holds one part and is counted from its Parquet statistics; only the few mixed ones (where
+    one part ends and the next begins) are read, one column of one row group at a time."""
     counts: dict[str, int] = {"train": 0, "valid": 0, "test": 0}
-    for batch in split_dataset(store, split_id).to_batches(columns=["part"]):
-        vc = pc.value_counts(batch.column("part"))
-        for v in vc.to_pylist():
-            counts[v["values"]] = counts.get(v["values"], 0) + v["counts"]
+    for path in split_dataset(store, split_id).files:
+        pf = pq.ParquetFile(path)
+        col = pf.schema_arrow.get_field_index("part")
+        for g in range(pf.metadata.num_row_groups):
+            group = pf.metadata.row_group(g)
+            stats = group.column(col).statistics
+            if stats is not None and stats.has_min_max and stats.min == stats.max:
+                counts[stats.min] = counts.get(stats.min, 0) + group.num_rows
+                continue
+            for v in pc.value_counts(pf.read_row_group(g, columns=["part"]).column("part")).to_pylist():
+                counts[v["values"]] = counts.get(v["values"], 0) + v["counts"]
     return counts

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.trainer import TrainSettings, make_split, read_run_config, split_dataset, train
 from bonmf_pipe.trainer.data import count_part, stream_part
-from bonmf_pipe.trainer.splits import split_table_name
+from bonmf_pipe.trainer.splits import split_counts, split_table_name
 
 from .conftest import build_store
 
@@ -45,6 +45,19 @@ def test_stream_part_reads_every_row_once_in_a_seeded_order_with_bounded_buffers
     assert len(a) == n_train == len(np.unique(a))  # every train row exactly once
     assert np.array_equal(np.sort(a), np.sort(b)) and not np.array_equal(a, b)  # reshuffled each epoch
     assert np.array_equal(a, again)  # reproducible from the seed
+
+
+def test_split_counts_from_row_group_statistics_equal_a_full_count(tmp_path):
+    store, split_id = _sharded_store(tmp_path)
+    parts = split_dataset(store, split_id).to_table(columns=["part"]).column("part").to_pylist()
+    assert split_counts(store, split_id) == {p: parts.count(p) for p in ("train", "valid", "test")}
+    # most row groups hold one part (counted from statistics); the test really has mixed ones
+    files = split_dataset(store, split_id).files
+    mixed = sum(
+        len(set(pq.ParquetFile(f).read_row_group(g, columns=["part"]).column("part").to_pylist())) > 1
+        for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups)
+    )
+    assert mixed >= 2
 
 
 def test_training_streams_with_a_tiny_budget_learns_and_keeps_memory_bounded(tmp_path):
