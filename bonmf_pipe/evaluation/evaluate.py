@@ -22,6 +22,7 @@ cold items among the whole catalogue?).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,12 @@ import pyarrow as pa
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.evaluation import metrics as M
 from bonmf_pipe.evaluation import streams
+from bonmf_pipe.featurestore import ids
 from bonmf_pipe.featurestore.io import atomic_write_json
+from bonmf_pipe.featurestore.runs import list_runs, read_run_config, run_dir
 from bonmf_pipe.featurestore.store import Store, settings_dict, write_parquet_atomic
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.trainer import load_scorer
 
 EVALUATION = "evaluation.parquet"
 EVALUATION_JSON = "evaluation.json"
@@ -71,18 +75,33 @@ class EvalSettings:
     """Seed of the ``max_users`` sample."""
     score_budget: int = 4_000_000
     """Full-catalogue protocol: scores computed per batch (users x items); bounds memory."""
-    memory_limit_mb: int = 1024
+    chunk_rows: int = 64 * 1024
+    """Rows (test predictions, or a user's known items) handled at once; chunks hold whole
+    users, so a user with more rows than this comes alone. Bounds memory, not the metrics."""
+    memory_limit_mb: int = streams.MEMORY_LIMIT_MB
     """DuckDB memory limit for the sorted streams (it spills to ``<store>/tmp`` beyond it)."""
 
     def __post_init__(self) -> None:
-        if not self.ks or any(int(k) < 1 for k in self.ks):
-            raise ConfigError(f"ks must be positive cut-offs, e.g. 5 10 20 (got {self.ks}).")
-        if self.cold_max_train_ratings < 1:
-            raise ConfigError("cold_max_train_ratings must be at least 1.")
-        if self.max_users is not None and self.max_users < 1:
-            raise ConfigError("max_users must be at least 1 (or None for every user).")
-        if self.score_budget < 1:
-            raise ConfigError("score_budget must be at least 1.")
+        if not self.ks or any(not _is_int(k) or k < 1 for k in self.ks):
+            raise ConfigError(f"ks must be positive whole cut-offs, e.g. -k 5 -k 10 -k 20 (got {self.ks}).")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not math.isfinite(self.threshold):
+            raise ConfigError(f"threshold must be a finite rating, e.g. --threshold 4 (got {self.threshold!r}).")
+        for name, value, least in (
+            ("cold_max_train_ratings", self.cold_max_train_ratings, 1),
+            ("score_budget", self.score_budget, 1),
+            ("chunk_rows", self.chunk_rows, 1),
+            ("memory_limit_mb", self.memory_limit_mb, 16),
+            ("sample_seed", self.sample_seed, 0),
+        ):
+            if not _is_int(value) or value < least:
+                raise ConfigError(f"{name} must be a whole number of at least {least} (got {value!r}).")
+        if self.max_users is not None and (not _is_int(self.max_users) or self.max_users < 1):
+            raise ConfigError(f"max_users must be at least 1, or None for every user (got {self.max_users!r}).")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -113,9 +132,10 @@ class EvalReport:
 def evaluate_run(
     store: Store, run_id: str, settings: EvalSettings | None = None, progress: ProgressCallback | None = None
 ) -> EvalReport:
-    """Compute every metric of run ``run_id`` (an id, a unique prefix or ``latest``) and write them."""
-    from bonmf_pipe.trainer import read_run_config, run_dir
+    """Compute every metric of run ``run_id`` (an id, a unique prefix or ``latest``) and write them.
 
+    Memory is bounded by ``settings.chunk_rows``, ``score_budget`` and ``memory_limit_mb`` (and the
+    catalogue), not by the number of test ratings or users."""
     s = settings or EvalSettings()
     report = Reporter(progress)
     started = time.perf_counter()
@@ -130,15 +150,15 @@ def evaluate_run(
         raise StoreError(f"{predictions} is missing: the run stopped before testing. Train it again.")
     rows: list[dict] = []
     notes: list[str] = []
-    src = streams.split_source(store, split_id)
+    files = streams.split_files(store, split_id)
     with streams.connection(store, s.memory_limit_mb) as con:
-        count_ids, counts = streams.train_counts(con, src)
+        count_ids, counts = streams.train_counts(con, files)
         con.register("counts", pa.table({"item_id": count_ids, "n": counts}))
         report.begin(f"evaluate {run_id}: test predictions", unit="users")
         rows += _rated_items(con, predictions, s, report, f"evaluate {run_id}: test predictions")
         report.end(f"evaluate {run_id}: test predictions")
         if s.full_catalogue:
-            rows += _full_catalogue(store, con, src, run_id, (count_ids, counts), s, report, notes)
+            rows += _full_catalogue(store, con, files, run_id, (count_ids, counts), s, report, notes)
     table = pa.Table.from_pylist([{"run_id": run_id, **r} for r in rows], schema=EVAL_SCHEMA)
     write_parquet_atomic(folder / EVALUATION, table)
     seconds = time.perf_counter() - started
@@ -160,8 +180,6 @@ def evaluate_run(
 
 def resolve_run_id(store: Store, run: str) -> str:
     """A full run id from an id, a unique prefix, or ``latest`` (the newest run)."""
-    from bonmf_pipe.trainer import list_runs, run_dir
-
     if run == "latest":
         runs = list_runs(store)
         if not runs:
@@ -174,7 +192,8 @@ def resolve_run_id(store: Store, run: str) -> str:
 def _rated_items(con, predictions: Path, s: EvalSettings, report: Reporter, task: str) -> list[dict]:
     errors = {subset: M.ErrorSums() for subset in SUBSETS}
     ranking = M.RankingSums(tuple(s.ks))
-    for chunk in streams.grouped_by_user(streams.predictions_stream(con, predictions)):
+    reader = streams.predictions_stream(con, predictions, s.chunk_rows)
+    for chunk in streams.grouped_by_user(reader, s.chunk_rows):
         r = chunk.column("rating").to_numpy()
         p = chunk.column("prediction").to_numpy()
         n_train = chunk.column("n_train").to_numpy()
@@ -204,23 +223,21 @@ def _ranking_rows(protocol: str, subset: str, acc: M.RankingSums) -> list[dict]:
 
 
 # -- the full-catalogue protocol -------------------------------------------------------------
-def _full_catalogue(store, con, src, run_id, train_counts, s: EvalSettings, report: Reporter, notes) -> list[dict]:
-    from bonmf_pipe.trainer import load_scorer
-
+def _full_catalogue(store, con, files, run_id, train_counts, s: EvalSettings, report: Reporter, notes) -> list[dict]:
     scorer = load_scorer(store, run_id)
-    item_ids = np.asarray(scorer.item_ids, dtype=np.int64)
-    item_order = np.argsort(item_ids, kind="stable")
-    n_train = streams.lookup_counts(*train_counts, item_ids)
+    item_ids = np.asarray(scorer.item_ids, dtype=np.int64)  # sorted: the scorer's id map
+    n_train = ids.lookup_values(*train_counts, item_ids, default=0)
     subset_cols = _subset_masks(n_train, s.cold_max_train_ratings)
-    chosen = _choose_users(con, src, np.asarray(scorer.user_ids, dtype=np.int64), s, notes)
+    chosen = _choose_users(con, files, np.asarray(scorer.user_ids, dtype=np.int64), s, notes)
     con.register("chosen", pa.table({"user_id": pa.array(chosen, pa.int64())}))
     accs = {subset: M.RankingSums(tuple(s.ks)) for subset in SUBSETS}
     per_batch = max(1, s.score_budget // max(1, item_ids.size))
     task = f"evaluate {run_id}: full catalogue"
     report.begin(task, total=int(chosen.size), unit="users")
-    for group in streams.grouped_by_user(streams.known_rows_stream(con, src, s.threshold)):
+    reader = streams.known_rows_stream(con, files, s.threshold, s.chunk_rows)
+    for group in streams.grouped_by_user(reader, s.chunk_rows):
         for chunk in streams.user_chunks(group, per_batch):
-            users, seen, relevant = _user_matrices(chunk, item_ids, item_order)
+            users, seen, relevant = _user_matrices(chunk, item_ids)
             scores = np.asarray(scorer.score_items(users), dtype=np.float32)
             scores[seen | ~np.isfinite(scores)] = -np.inf
             top = M.topk_columns(scores, max(s.ks))
@@ -234,9 +251,9 @@ def _full_catalogue(store, con, src, run_id, train_counts, s: EvalSettings, repo
     return [r for subset, acc in accs.items() for r in _ranking_rows("full_catalogue", subset, acc)]
 
 
-def _choose_users(con, src, scorer_users: np.ndarray, s: EvalSettings, notes: list[str]) -> np.ndarray:
+def _choose_users(con, files, scorer_users: np.ndarray, s: EvalSettings, notes: list[str]) -> np.ndarray:
     """Users with a relevant test item whom the model knows, sampled down to ``max_users``."""
-    eligible = streams.users_with_relevant_test(con, src, s.threshold)
+    eligible = streams.users_with_relevant_test(con, files, s.threshold)
     known = np.intersect1d(eligible, scorer_users)
     if known.size < eligible.size:
         notes.append(
@@ -250,15 +267,13 @@ def _choose_users(con, src, scorer_users: np.ndarray, s: EvalSettings, notes: li
     return known
 
 
-def _user_matrices(chunk: pa.Table, item_ids: np.ndarray, item_order: np.ndarray):
-    """The chunk's users and dense [users, items] masks of seen (train/valid) and relevant items."""
+def _user_matrices(chunk: pa.Table, item_ids: np.ndarray):
+    """The chunk's users and dense [users, items] masks of seen (train/valid) and relevant items
+    (``item_ids`` sorted: the columns)."""
     u = chunk.column("user_id").to_numpy()
     users, row = np.unique(u, return_inverse=True)
-    items = chunk.column("item_id").to_numpy()
-    pos = np.searchsorted(item_ids, items, sorter=item_order)
-    pos = np.clip(pos, 0, item_ids.size - 1)
-    col = item_order[pos]
-    in_catalogue = item_ids[col] == items  # items the model cannot score are left out
+    col, in_catalogue = ids.positions(item_ids, chunk.column("item_id").to_numpy())
+    # items the model cannot score are left out
     seen_flag = chunk.column("seen").to_numpy(zero_copy_only=False).astype(bool)
     seen = np.zeros((users.size, item_ids.size), dtype=bool)
     relevant = np.zeros_like(seen)

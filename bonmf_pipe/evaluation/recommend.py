@@ -7,8 +7,12 @@ import pyarrow as pa
 
 from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.evaluation import streams
+from bonmf_pipe.evaluation.evaluate import resolve_run_id
 from bonmf_pipe.evaluation.metrics import topk_columns
+from bonmf_pipe.featurestore import ids
+from bonmf_pipe.featurestore.runs import read_run_config
 from bonmf_pipe.featurestore.store import Store
+from bonmf_pipe.trainer import load_scorer
 
 RECOMMENDATIONS = pa.schema(
     [
@@ -29,9 +33,6 @@ def recommend(store: Store, run_id: str, user_id: int, k: int = 10) -> pa.Table:
     A user without training ratings raises ConfigError: the run has no embedding for them
     (their recommendations would be everyone's, so none are made up).
     """
-    from bonmf_pipe.evaluation.evaluate import resolve_run_id
-    from bonmf_pipe.trainer import load_scorer, read_run_config
-
     if k < 1:
         raise ConfigError(f"-k must be at least 1 (got {k}).")
     run_id = resolve_run_id(store, run_id)
@@ -53,22 +54,16 @@ def recommend(store: Store, run_id: str, user_id: int, k: int = 10) -> pa.Table:
 
 
 def _rated_in_training(store: Store, split_id: str, user_id: int) -> np.ndarray:
-    src = streams.split_source(store, split_id)
+    files = streams.split_files(store, split_id)
     with streams.connection(store) as con:
-        rows = con.execute(
-            f"SELECT item_id FROM {src} WHERE user_id = ? AND part IN ('train', 'valid')", [user_id]
-        ).fetchall()
-    return np.array([r[0] for r in rows], dtype=np.int64)
+        return streams.rated_in_training(con, files, user_id)
 
 
 def _with_titles(store: Store, item_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    items = store.read_table("items", columns=["item_id", "title", "year"])
-    ids = items.column("item_id").to_numpy()
-    order = np.argsort(ids)
-    pos = order[np.clip(np.searchsorted(ids, item_ids, sorter=order), 0, max(ids.size - 1, 0))]
+    items = store.read_table("items", columns=["item_id", "title", "year"]).sort_by("item_id")
+    pos, found = ids.positions(items.column("item_id").to_numpy(), item_ids)
     titles = items.column("title").take(pa.array(pos)).to_pylist()
     years = items.column("year").take(pa.array(pos)).to_pylist()
-    found = ids[pos] == item_ids
     return pa.table(
         {
             "rank": pa.array(np.arange(1, item_ids.size + 1), pa.int32()),

@@ -52,12 +52,19 @@ class Scorer:
         return out
 
     @torch.no_grad()
-    def score_items(self, user_ids: np.ndarray, chunk_values: int = 1 << 24) -> np.ndarray:
-        """Predicted ratings ``[len(user_ids), len(self.item_ids)]`` of every item for each user."""
+    def score_items(self, user_ids: np.ndarray, chunk_values: int = 1 << 23) -> np.ndarray:
+        """Predicted ratings ``[len(user_ids), len(self.item_ids)]`` of every item for each user.
+
+        Users are combined with the catalogue a few at a time, so that the broadcast
+        intermediates (``[users, items, width]``: the factor product, the first layer and its
+        activation) hold about ``chunk_values`` numbers whatever the number of users asked.
+        """
         users = torch.from_numpy(self.maps.user_idx(np.asarray(user_ids))).to(self.device)
         n_items = len(self.item_ids)
         items = {k: v[:n_items] for k, v in self._items.items()}
-        width = items["first"].shape[1] if "first" in items else 1
+        width = 1 + sum(v.shape[1] for k, v in items.items() if k == "factor" and v.dim() == 2)
+        if "first" in items:
+            width += 2 * items["first"].shape[1]  # the first layer and its activation
         rows = max(1, chunk_values // max(n_items * width, 1))
         out = np.empty((len(users), n_items), dtype=np.float32)
         for start in range(0, len(users), rows):

@@ -135,17 +135,18 @@ class _TrainFirstScorer:
 
 
 def test_full_catalogue_excludes_train_items(trained, monkeypatch):
-    import bonmf_pipe.trainer as trainer
+    from bonmf_pipe.evaluation import evaluate
+    from bonmf_pipe.trainer import load_scorer
 
     store, run_id = trained
-    real = trainer.load_scorer(store, run_id)
+    real = load_scorer(store, run_id)
     seen: dict[int, set] = {}
     relevant: dict[int, set] = {}
     for r in _split_rows(store, run_id):
         target = seen if r["part"] in ("train", "valid") else relevant if r["rating"] >= 4.0 else None
         if target is not None:
             target.setdefault(r["user_id"], set()).add(r["item_id"])
-    monkeypatch.setattr(trainer, "load_scorer", lambda *_a, **_k: _TrainFirstScorer(real, seen, relevant))
+    monkeypatch.setattr(evaluate, "load_scorer", lambda *_a, **_k: _TrainFirstScorer(real, seen, relevant))
     report = evaluate_run(store, run_id, EvalSettings(ks=(20,)))
     assert report.value("ndcg", "full_catalogue", "all", 20) == pytest.approx(1.0)
     assert report.value("recall", "full_catalogue", "all", 20) == pytest.approx(1.0)
@@ -169,8 +170,64 @@ def test_evaluations_view_and_run_resolution(trained):
         evaluate_run(store, "no-such-run")
 
 
-def test_settings_are_checked():
-    with pytest.raises(ConfigError):
-        EvalSettings(ks=(0,))
-    with pytest.raises(ConfigError):
-        EvalSettings(max_users=0)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ks": (0,)}, {"ks": ()}, {"ks": (2.5,)}, {"max_users": 0}, {"threshold": float("nan")},
+        {"threshold": float("inf")}, {"threshold": "4; DROP TABLE x"}, {"chunk_rows": 0},
+        {"memory_limit_mb": 1}, {"score_budget": 0}, {"cold_max_train_ratings": 0}, {"sample_seed": -1},
+    ],
+)
+def test_settings_are_checked(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        EvalSettings(**bad)
+
+
+def test_nan_threshold_on_the_command_line_is_a_config_error(trained):
+    from typer.testing import CliRunner
+
+    from bonmf_pipe.cli import app
+
+    store, run_id = trained
+    result = CliRunner().invoke(app, ["evaluate", run_id, "--threshold", "nan", "--store", str(store.root)])
+    assert result.exit_code == 1, result.output
+    assert "threshold must be a finite rating" in result.output
+    assert "Binder" not in result.output
+
+
+def test_chunk_size_bounds_the_rows_held_and_not_the_metrics(trained, monkeypatch):
+    """Evaluation holds at most ``chunk_rows`` rows at once (whole users: a chunk over the
+    bound is one user alone), whatever the number of test rows; the metrics do not change."""
+    from bonmf_pipe.evaluation import streams
+
+    store, run_id = trained
+    real = streams.grouped_by_user
+    streamed: list[list[list[int]]] = []  # per stream, the user ids of each chunk
+
+    def recording(reader, max_rows):
+        streamed.append([])
+        for chunk in real(reader, max_rows):
+            streamed[-1].append(chunk.column("user_id").to_pylist())
+            yield chunk
+
+    monkeypatch.setattr(streams, "grouped_by_user", recording)
+    small = evaluate_run(store, run_id, EvalSettings(chunk_rows=7, max_users=None))
+    small_streams, streamed[:] = list(streamed), []
+    large = evaluate_run(store, run_id, EvalSettings(chunk_rows=10_000, max_users=None))
+    assert len(small_streams) == len(streamed) == 2  # test predictions; known rows (full catalogue)
+    n_test = small.count("rmse")
+    predictions = small_streams[0]
+    assert sum(map(len, predictions)) == n_test and len(predictions) >= n_test // 7
+    assert all(len(big) * 10 < len(few) for big, few in zip(streamed, small_streams))
+    for chunks in small_streams:
+        users = [u for chunk in chunks for u in chunk]
+        assert users == sorted(users)
+        for chunk in chunks:
+            assert len(chunk) <= 7 or len(set(chunk)) == 1
+        firsts_lasts = [(chunk[0], chunk[-1]) for chunk in chunks]
+        assert all(a[1] < b[0] for a, b in zip(firsts_lasts, firsts_lasts[1:]))  # no user split
+    rows_small, rows_large = small.table.to_pylist(), large.table.to_pylist()
+    assert len(rows_small) == len(rows_large) == 3 * 3 + 9 + 3 * 9
+    for a, b in zip(rows_small, rows_large):
+        assert (a["protocol"], a["subset"], a["metric"], a["k"], a["n"]) == (b["protocol"], b["subset"], b["metric"], b["k"], b["n"])
+        assert a["value"] == pytest.approx(b["value"], rel=1e-12, abs=1e-15, nan_ok=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from bonmf_pipe.evaluation.streams import grouped_by_user, lookup_counts, user_chunks
+from bonmf_pipe.evaluation.streams import grouped_by_user, user_chunks
 
 
 def test_grouped_by_user_never_splits_a_user():
@@ -20,9 +21,21 @@ def test_grouped_by_user_never_splits_a_user():
         assert not u & others
 
 
-def test_user_chunks_and_counts():
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 100])
+@pytest.mark.parametrize("max_rows", [1, 2, 3, 4, 7, 100])
+def test_grouped_by_user_bounds_rows_per_chunk(batch, max_rows):
+    users = np.array([1, 1, 1, 2, 3, 3, 3, 3, 4, 5, 5, 6, 7, 7, 7, 7, 7, 7, 8])
+    table = pa.table({"user_id": users, "x": np.arange(users.size)})
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=batch))
+    chunks = [c.column("user_id").to_pylist() for c in grouped_by_user(reader, max_rows)]
+    assert [u for c in chunks for u in c] == users.tolist()
+    for a, b in zip(chunks, chunks[1:]):
+        assert a[-1] < b[0]  # complete users only
+    for c in chunks:
+        assert len(c) <= max_rows or len(set(c)) == 1  # over the bound: one user alone
+
+
+def test_user_chunks():
     table = pa.table({"user_id": [1, 1, 2, 3, 3, 3, 4]})
     sizes = [c.column("user_id").to_pylist() for c in user_chunks(table, 2)]
     assert sizes == [[1, 1, 2], [3, 3, 3, 4]]
-    counts = lookup_counts(np.array([10, 20, 30]), np.array([4, 1, 9]), np.array([30, 15, 10, 99]))
-    assert counts.tolist() == [9, 0, 4, 0]
