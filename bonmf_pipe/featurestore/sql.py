@@ -164,6 +164,12 @@ def write_result(table: pa.Table, fmt: OutputFormat, output: Path, store: Store 
                 tmp.write_text(json_text(table, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
         raise QueryError(f"Could not write {output}: {exc.strerror or exc}. Check the path and its permissions.") from exc
+    except pa.ArrowException as exc:
+        types = ", ".join(f"{f.name} ({f.type})" for f in table.schema)
+        raise QueryError(
+            f"--format {fmt} cannot hold this result ({_clean(exc)}). Columns: {types}. Cast the odd column in "
+            "the query, e.g. SELECT col::VARCHAR, or use another --format."
+        ) from exc
 
 
 def csv_bytes(table: pa.Table) -> bytes:
@@ -183,13 +189,28 @@ def json_text(table: pa.Table, indent: int | None = None) -> str:
 
 
 def _flatten_nested(table: pa.Table) -> pa.Table:
-    """Nested columns become JSON strings (CSV has no list type); others stay as they are."""
+    """Columns CSV cannot hold become text: nested ones (lists, structs, maps) JSON, other odd
+    ones (intervals, binary, bit strings) Python's ``str``; plain columns stay as they are."""
     for i, field in enumerate(table.schema):
         if pa.types.is_nested(field.type):
-            values = [None if v is None else json.dumps(v, default=str, ensure_ascii=False)
-                      for v in table.column(i).to_pylist()]
-            table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(values, pa.string()))
+            text = lambda v: json.dumps(v, default=str, ensure_ascii=False)  # noqa: E731
+        elif not _csv_plain(field.type):
+            text = str
+        else:
+            continue
+        values = [None if v is None else text(v) for v in table.column(i).to_pylist()]
+        table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(values, pa.string()))
     return table
+
+
+def _csv_plain(t: pa.DataType) -> bool:
+    """Whether Arrow's CSV writer writes type ``t`` as it is."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return any(check(t) for check in (
+        pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
+        pa.types.is_large_string, pa.types.is_decimal, pa.types.is_date, pa.types.is_timestamp,
+        pa.types.is_time, pa.types.is_null,
+    ))
 
 
 # -- helpers ---------------------------------------------------------------------------
