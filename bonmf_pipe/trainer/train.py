@@ -8,6 +8,7 @@ that want them (the CLI's ``train``) run ``evaluation.evaluate_run`` afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Collection
@@ -69,6 +70,8 @@ def train(
         recorded = TrainSettings.from_dict(meta["settings"])
         runs.check_resume(folder.name, recorded, settings, wanted)
         settings = runs.resumed_settings(recorded, settings, wanted)
+        if settings.threads is None:  # the thread count the run started with (sums depend on it)
+            settings = dataclasses.replace(settings, threads=meta["config"].get("threads"))
         run_id = folder.name
     else:
         run_id = layout.new_run_id(settings.name or settings.model)

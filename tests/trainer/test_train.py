@@ -267,6 +267,30 @@ def test_a_diverging_run_fails_loudly_and_the_runs_view_says_why(small_store):
         TrainSettings(lr=float("nan"))
 
 
+def test_an_interrupted_run_is_marked_killed(small_store):
+    def interrupt(event):
+        if event.kind == "note" and event.message.startswith("epoch 2:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_store, TrainSettings(**FAST), interrupt)
+    (run,) = list_runs(small_store)
+    assert run["status"] == "killed" and "--resume" in run["error"]
+    assert query(small_store, "SELECT status FROM runs").to_pylist() == [{"status": "killed"}]
+    resumed = train(small_store, TrainSettings(), resume=run["run_id"])
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3, 4]
+    assert read_run_config(small_store, run["run_id"])["status"] == "done"
+
+
+def test_run_ids_carry_a_safe_label():
+    from bonmf_pipe.trainer import label, new_run_id
+
+    assert label("my run/ç'; DROP") == "my-run-----DROP"
+    assert label("x" * 60) == "x" * 40
+    run_id = new_run_id("bonmf text")
+    assert run_id[16:].startswith("bonmf-text-") and len(run_id.split("-")[-1]) == 6
+
+
 def test_runs_metrics_and_predictions_views(small_store):
     a = train(small_store, TrainSettings(model="svd", **FAST))
     runs = query(small_store, "SELECT run_id, model, test_rmse FROM runs").to_pylist()
