@@ -37,10 +37,10 @@ from bonmf_pipe.featurestore import ids
 from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.runs import list_runs, read_run_config, run_dir
 from bonmf_pipe.featurestore.store import Store, settings_dict, write_parquet_atomic
+from bonmf_pipe.featurestore.views import EVALUATION
 from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.trainer import load_scorer
 
-EVALUATION = "evaluation.parquet"
 EVALUATION_JSON = "evaluation.json"
 SUBSETS = ("all", "cold", "unseen")
 EVAL_SCHEMA = pa.schema(
