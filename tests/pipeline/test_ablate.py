@@ -127,3 +127,19 @@ def test_settings_are_checked():
     assert AblateSettings().variants()[2:] == [("bonmf", ()), ("bonmf", ("text",)), ("bonmf", ("image",)),
                                                ("bonmf", ("text", "image"))]
     assert AblateSettings(train=TrainSettings(seed=7), seeds=3).seed_list() == [7, 8, 9]
+
+
+def test_tuned_ablation_uses_each_variants_best_trial(tmp_path):
+    store = build_cold_store(tmp_path / "store")
+    settings = AblateSettings(train=TrainSettings(epochs=2, batch_size=256, device="cpu", seed=5, threads=1),
+                              features=("text",), baselines=("svd",), name="tuned", tune_trials=2)
+    result = ablate(store, settings)
+    trials = query(store, "SELECT study, trial, run_id, valid_rmse, is_best FROM tuning").to_pylist()
+    for r in result.table.to_pylist():
+        mine = [t for t in trials if t["study"] == r["tune_study"]]
+        assert len(mine) == 2 and r["tune_study"].endswith(f"-s{r['seed']}")
+        [best] = [t for t in mine if t["is_best"]]
+        assert r["run_id"] == best["run_id"] and r["valid_rmse"] == pytest.approx(best["valid_rmse"])
+        assert best["valid_rmse"] == min(t["valid_rmse"] for t in mine)
+    studies = [r["tune_study"] for r in result.table.to_pylist()]
+    assert studies == [f"{result.ablation_id}-svd-none-s5", f"{result.ablation_id}-bonmf-text-s5"]

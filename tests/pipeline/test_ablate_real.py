@@ -1,5 +1,13 @@
-"""THE real-data check: on ml-latest-small (random 70/30, seed 42, CPU), BoNMF with text and
-poster vectors beats the project's own svd and nmf on test RMSE and on cold-item RMSE."""
+"""THE real-data check, on effects that hold across seeds rather than one seed's ordering:
+on ml-latest-small (random 70/30, CPU), BoNMF with text and poster vectors predicts cold
+items (fewer than 5 training ratings) at least 3% better than the project's svd on every
+seed, and is not worse than svd on all test rows beyond noise (measured on seeds 42-45 with
+the default settings: cold RMSE 4.6-6.4% below svd; test RMSE 0.0004-0.010 below, so a
+single-seed ordering on all rows would be noise, and is not asserted).
+
+Kept cheap for CI (2 cores): two seeds, two variants, the default settings (so that neither
+model is cut short: early stopping ends each run).
+"""
 
 from __future__ import annotations
 
@@ -10,28 +18,57 @@ import pytest
 from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
 from bonmf_pipe.trainer import TrainSettings, read_run_config
 
+SEEDS = 2
+COLD_GAIN = 0.03  # issue 8: cold-item RMSE at least 3% below svd
+NOISE = 0.005  # test RMSE: bonmf text+image may not be worse than svd by more than this on average
+
+
+@pytest.fixture(scope="module")
+def real_ablation(encoded_small_store):
+    settings = AblateSettings(
+        train=TrainSettings(split="random:0.7", seed=42, device="cpu"),
+        features=("text+image",), baselines=("svd",), seeds=SEEDS, name="real-small",
+    )
+    return encoded_small_store, ablate(encoded_small_store, settings)
+
 
 @pytest.mark.slow
-def test_bonmf_text_image_beats_svd_and_nmf(encoded_small_store):
-    store = encoded_small_store
-    settings = AblateSettings(
-        train=TrainSettings(split="random:0.7", seed=42, device="cpu"), name="real-small"
-    )
-    result = ablate(store, settings)
-    rows = {(r["model"], r["features"]): r for r in result.table.to_pylist()}
-    assert set(rows) == {("svd", "none"), ("nmf", "none"), ("bonmf", "none"), ("bonmf", "text"),
-                         ("bonmf", "image"), ("bonmf", "text+image")}
-    # one split, one test set: every run saw the same test rows
-    assert {read_run_config(store, r["run_id"])["split_id"] for r in rows.values()} == {result.split_id}
-    assert len({r["cold_rows"] for r in rows.values()}) == 1 and len({r["unseen_rows"] for r in rows.values()}) == 1
-    test_rows = {read_run_config(store, r["run_id"])["test"]["rows"] for r in rows.values()}
-    assert len(test_rows) == 1 and 0.27 * 100_836 < test_rows.pop() < 0.33 * 100_836
-    best = rows[("bonmf", "text+image")]
-    table = result.markdown  # shown when the assertion fails
-    for baseline in (rows[("svd", "none")], rows[("nmf", "none")]):
-        assert best["rmse"] < baseline["rmse"], table
-        assert best["cold_rmse"] < baseline["cold_rmse"], table
-    for r in rows.values():
-        assert 0.7 < r["rmse"] < 1.1 and 0 < r["ndcg_at_10"] <= 1
-    assert json.loads((result.folder / "results.json").read_text())["split_id"] == result.split_id
+def test_every_seed_compares_models_on_one_test_set(real_ablation):
+    store, result = real_ablation
+    rows = result.table.to_pylist()
+    assert sorted({r["seed"] for r in rows}) == [42, 43] and len(rows) == 2 * SEEDS
+    assert len(set(result.split_ids.values())) == SEEDS  # each seed its own split
+    for seed, split_id in result.split_ids.items():
+        mine = [r for r in rows if r["seed"] == seed]
+        assert {read_run_config(store, r["run_id"])["split_id"] for r in mine} == {split_id}
+        assert len({r["cold_rows"] for r in mine}) == 1 and len({r["unseen_rows"] for r in mine}) == 1
+        test_rows = {read_run_config(store, r["run_id"])["test"]["rows"] for r in mine}
+        assert len(test_rows) == 1 and 0.27 * 100_836 < test_rows.pop() < 0.33 * 100_836
+    for r in rows:
+        assert 0.7 < r["rmse"] < 1.1 and 0 < r["ndcg_at_10"] <= 1 and r["cold_rows"] > 1000
+    meta = json.loads((result.folder / "results.json").read_text())
+    assert meta["split_ids"] == {str(k): v for k, v in result.split_ids.items()}
     assert result.plot is not None and result.plot.exists()
+
+
+@pytest.mark.slow
+def test_text_and_posters_help_cold_items_on_every_seed(real_ablation):
+    _, result = real_ablation
+    table = result.markdown  # shown when an assertion fails
+    for seed in result.split_ids:
+        svd, bonmf = result.row("svd", seed=seed), result.row("bonmf", "text+image", seed=seed)
+        assert bonmf["cold_rmse"] <= (1 - COLD_GAIN) * svd["cold_rmse"], table
+    [c] = result.comparisons
+    assert (c["variant"], c["reference"]) == ("bonmf text+image", "svd")
+    svd = result.summary_row("svd")
+    assert c["cold_rmse"]["mean"] <= -COLD_GAIN * svd["cold_rmse_mean"], table
+
+
+@pytest.mark.slow
+def test_text_and_posters_do_not_hurt_overall(real_ablation):
+    _, result = real_ablation
+    svd, bonmf = result.summary_row("svd"), result.summary_row("bonmf", "text+image")
+    assert bonmf["seeds"] == svd["seeds"] == SEEDS
+    assert bonmf["rmse_mean"] <= svd["rmse_mean"] + NOISE, result.markdown
+    d = result.comparisons[0]["rmse"]
+    assert d["low"] <= d["mean"] <= d["high"] and d["mean"] == pytest.approx(bonmf["rmse_mean"] - svd["rmse_mean"])
