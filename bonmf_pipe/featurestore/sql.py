@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from bonmf_pipe.errors import QueryError
-from bonmf_pipe.featurestore.duck import fetch_arrow  # noqa: F401 - re-exported: the stages import it from here
+from bonmf_pipe.featurestore.duck import fetch_arrow, sql_literal  # fetch_arrow re-exported for the stages
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import all_views
 
@@ -59,8 +59,8 @@ def connect(store: Store, views: dict[str, str] | None = None) -> tuple[duckdb.D
                                              "autoload_known_extensions": False})
     try:
         roots = sorted({_dir_prefix(store.root), _dir_prefix(store.root.resolve()), _dir_prefix(spill)})
-        con.execute(f"SET allowed_directories = [{', '.join(_literal(r) for r in roots)}]")
-        con.execute(f"SET temp_directory = {_literal(str(spill))}")
+        con.execute(f"SET allowed_directories = [{', '.join(sql_literal(r) for r in roots)}]")
+        con.execute(f"SET temp_directory = {sql_literal(str(spill))}")
         con.execute("SET enable_external_access = false")
         for name, select in views.items():
             con.execute(f'CREATE VIEW "{name}" AS {select}')
@@ -81,7 +81,7 @@ def spill_connection(tmp: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnecti
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
     con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
-    con.execute(f"SET temp_directory = {_literal(tmp.as_posix())}")
+    con.execute(f"SET temp_directory = {sql_literal(tmp.as_posix())}")
     return con
 
 
@@ -254,10 +254,6 @@ def _explain_error(exc: duckdb.Error, views: dict[str, str]) -> str:
 
 def _dir_prefix(path: Path) -> str:
     return str(path).rstrip("/") + "/"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _clean(exc: Exception) -> str:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bonmf_pipe.featurestore import TableWriter
-from bonmf_pipe.featurestore.sql import fetch_arrow
+from bonmf_pipe.featurestore.duck import fetch_arrow
 from bonmf_pipe.pipeline.ingest.formats import LineFormat
 from bonmf_pipe.pipeline.ingest.reader import (
     FieldBlocks,
