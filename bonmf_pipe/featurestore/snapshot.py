@@ -10,7 +10,9 @@ manifests first, then the next snapshot file, then swaps ``CURRENT`` by an atomi
 under the store's ``commit`` lock. Until that rename nothing of the commit is visible;
 after it, all of it is. A reader resolves every table through the snapshot it opened, and
 no commit deletes a file, so a query never sees half a commit and never loses a file under
-it: old generations stay until ``vacuum`` removes those no kept snapshot refers to.
+it: old generations stay until ``vacuum`` removes those no kept snapshot refers to. A
+reader *pins* its snapshot (a shared ``flock`` on ``locks/snapshot-<n>.lock`` for as long
+as it reads through it), and ``vacuum`` never removes a pinned snapshot.
 
 A store written before snapshots existed (``tables/<name>/manifest.json``) reads as
 snapshot 0, built from those manifests; its first commit carries them over.
@@ -18,6 +20,7 @@ snapshot 0, built from those manifests; its first commit carries them over.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from collections.abc import Mapping
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from bonmf_pipe.errors import StoreError
 from bonmf_pipe.featurestore.io import atomic_write_bytes, atomic_write_json
-from bonmf_pipe.featurestore.lock import store_lock
+from bonmf_pipe.featurestore.lock import lock_path, store_lock
 from bonmf_pipe.featurestore.manifest import MANIFEST_NAME
 
 SNAPSHOTS_DIR = "snapshots"
@@ -137,3 +140,38 @@ def commit(root: Path, changes: Mapping[str, str | None], operation: str) -> Sna
         atomic_write_json(snapshot_file(root, new.version), new.to_json())
         atomic_write_bytes(root / CURRENT, f"{new.version:08d}.json\n".encode())
     return new
+
+
+def _pin_file(root: Path, version: int):
+    path = lock_path(root, f"snapshot-{version:08d}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a+b")  # noqa: SIM115 - held open for as long as the pin lives
+
+
+def pin(root: Path) -> tuple[Snapshot, object | None]:
+    """The current snapshot and its pin (a file holding a shared lock; close it to unpin).
+
+    Snapshot 0 (a legacy store) has no pin. A snapshot that ``vacuum`` removed between
+    reading ``CURRENT`` and pinning is read again from the new ``CURRENT``.
+    """
+    for _ in range(100):
+        snap = read_current(root)
+        if snap.version == 0:
+            return snap, None
+        handle = _pin_file(root, snap.version)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)  # waits while vacuum decides about it
+        if snapshot_file(root, snap.version).is_file():
+            return snap, handle
+        handle.close()
+    raise StoreError(f"{root}: the current snapshot keeps disappearing; is `bonmf-pipe vacuum` running in a loop?")
+
+
+def claim(root: Path, version: int):
+    """An exclusive hold on snapshot ``version`` if no reader pins it (for vacuum), else None."""
+    handle = _pin_file(root, version)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle

@@ -44,8 +44,9 @@ from bonmf_pipe.featurestore.manifest import (
     read_manifest,
     write_manifest,
 )
-from bonmf_pipe.featurestore.snapshot import Snapshot, read_current
+from bonmf_pipe.featurestore.snapshot import Snapshot
 from bonmf_pipe.featurestore.snapshot import commit as commit_snapshot
+from bonmf_pipe.featurestore.snapshot import pin as pin_snapshot
 from bonmf_pipe.featurestore.vacuum import VacuumReport
 from bonmf_pipe.featurestore.vacuum import vacuum as vacuum_store
 from bonmf_pipe.progress import ProgressCallback
@@ -99,7 +100,8 @@ class Store:
     """A bonmf-pipe store rooted at a folder.
 
     Reads go through one snapshot, pinned the first time a table is read (``refresh``
-    moves to the newest); this store's own commits move it forward too. With ``no_wait``,
+    moves to the newest); this store's own commits move it forward too. While pinned,
+    ``vacuum`` (in any process) keeps that snapshot and its files. With ``no_wait``,
     every writer lock it takes fails at once instead of waiting for another process.
     """
 
@@ -107,6 +109,7 @@ class Store:
         self.root = Path(root)
         self.no_wait = no_wait
         self._snapshot: Snapshot | None = None
+        self._pin: object | None = None  # the open lock file that pins the snapshot
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -145,13 +148,25 @@ class Store:
     def snapshot(self) -> Snapshot:
         """The snapshot this store reads through (pinned on first use)."""
         if self._snapshot is None:
-            self._snapshot = read_current(self.root)
+            self.refresh()
         return self._snapshot
 
     def refresh(self) -> Snapshot:
         """Move to the store's newest snapshot (what other processes committed since)."""
-        self._snapshot = read_current(self.root)
-        return self._snapshot
+        snap, handle = pin_snapshot(self.root)
+        self._unpin()
+        self._snapshot, self._pin = snap, handle
+        return snap
+
+    def close(self) -> None:
+        """Unpin the snapshot (``vacuum`` may then remove it); the next read pins the newest."""
+        self._unpin()
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            self._pin.close()
+            self._pin = None
+        self._snapshot = None
 
     def commit(self, writers: Iterable["TableWriter"], operation: str = "commit") -> dict[str, Manifest]:
         """Commit the new generations of several tables at once, in one snapshot.
@@ -162,10 +177,11 @@ class Store:
         writers = list(writers)
         manifests = {w.name: w.finish() for w in writers}
         try:
-            self._snapshot = commit_snapshot(self.root, {w.name: w.manifest_rel for w in writers}, operation)
+            commit_snapshot(self.root, {w.name: w.manifest_rel for w in writers}, operation)
         finally:
             for w in writers:
                 w.release()
+        self.refresh()  # this store reads what it committed (and what others committed before)
         return manifests
 
     def lock(self, name: str, *, what: str = "", progress: ProgressCallback | None = None):
@@ -175,9 +191,8 @@ class Store:
     def vacuum(self, *, keep: int = 1, progress: ProgressCallback | None = None) -> VacuumReport:
         """Delete snapshots older than the newest ``keep`` and every table generation none of
         the kept snapshots refers to (waits for writers in flight; see ``featurestore.vacuum``)."""
-        report = vacuum_store(self.root, keep=keep, no_wait=self.no_wait, progress=progress)
-        self._snapshot = None
-        return report
+        self._unpin()  # this store's own pin must not keep an old snapshot
+        return vacuum_store(self.root, keep=keep, no_wait=self.no_wait, progress=progress)
 
     # -- folders -------------------------------------------------------------------------
     @property

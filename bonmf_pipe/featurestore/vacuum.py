@@ -8,8 +8,10 @@ and temporary files of interrupted atomic writes. It holds the store's ``writers
 exclusively, so it waits for (or, with ``no_wait``, refuses to run beside) any writer
 that still has uncommitted files, and none starts while it runs.
 
-A query that opened an older snapshot than the ones kept may fail once its files are
-gone; run ``vacuum`` when no long query is reading an old state, or keep more snapshots.
+Snapshots that a reader has pinned (a ``Store`` reading through it, in any process on
+this machine) are kept as well, with their files, so vacuum never pulls files from under
+a running query or training. (``flock`` pins are per machine: on a shared network
+filesystem, run ``vacuum`` when no other machine reads the store.)
 Feature sets are append-only and are not touched here.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.featurestore.lock import store_lock
+from bonmf_pipe.featurestore.lock import lock_path, store_lock
 from bonmf_pipe.featurestore.manifest import MANIFEST_NAME, read_manifest
 from bonmf_pipe.featurestore.snapshot import (
     CURRENT,
@@ -29,6 +31,7 @@ from bonmf_pipe.featurestore.snapshot import (
     Snapshot,
     current_version,
     read_current,
+    claim,
     read_snapshot,
     snapshot_file,
     snapshot_versions,
@@ -58,11 +61,20 @@ def vacuum(root: Path, *, keep: int = 1, no_wait: bool = False, progress: Progre
             kept: list[Snapshot] = [read_current(root)]  # legacy store: snapshot 0
         else:
             kept = [read_snapshot(root, v) for v in versions if v <= current][-keep:]
+        claims = {}
+        for v in versions:  # a snapshot that a reader has pinned is kept too
+            if v not in {s.version for s in kept}:
+                handle = claim(root, v)
+                if handle is None:
+                    kept.append(read_snapshot(root, v))
+                else:
+                    claims[v] = handle
         kept_versions = {s.version for s in kept}
         counter = _Counter()
-        for v in versions:
-            if v not in kept_versions:
-                counter.remove(snapshot_file(root, v))
+        for v, handle in claims.items():
+            counter.remove(snapshot_file(root, v))
+            lock_path(root, f"snapshot-{v:08d}").unlink(missing_ok=True)  # a late reader sees it is gone
+            handle.close()
         live = _referenced_dirs(root, kept)
         base = root / TABLES_DIR
         for table in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:

@@ -76,6 +76,22 @@ def test_a_reader_keeps_its_snapshot_and_its_files(tmp_path):
     assert reader.refresh().version == 2 and reader.read_table("ratings").num_rows == 3
 
 
+def test_vacuum_keeps_a_snapshot_that_a_reader_pins(tmp_path):
+    writer = Store.open(tmp_path / "s", create=True)
+    _dataset(writer, [1, 2], [10], _ratings([10, 10], [1, 2]))
+    reader = Store.open(writer.root)
+    assert reader.read_table("ratings").num_rows == 2  # pins snapshot 1
+    _dataset(writer, [1, 2, 3], [10, 11], _ratings([10, 11, 11], [1, 2, 3]))
+    report = writer.vacuum()
+    assert report.kept_snapshots == (1, 2) and report.generations_removed == 0
+    assert reader.read_table("ratings").num_rows == 2  # its files are all there
+    reader.close()
+    report = writer.vacuum()
+    assert report.kept_snapshots == (2,) and report.generations_removed == 3
+    assert reader.read_table("ratings").num_rows == 3  # the next read pins the newest
+    assert verify_store(reader).problems == ()
+
+
 def test_a_store_without_snapshots_reads_as_snapshot_0_and_migrates(tmp_path):
     store = Store.open(tmp_path / "s", create=True)
     folder = store.table_dir("ratings")
