@@ -76,6 +76,7 @@ def store_lock(
     path = lock_path(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    recorded = False
     try:
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
@@ -91,8 +92,12 @@ def store_lock(
             fcntl.flock(fd, mode)
         if not shared:
             _record_holder(fd, what)
+            recorded = True
         yield
     finally:
+        if recorded:  # only a holder's own note is ever read: none is left behind
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         os.close(fd)  # closing releases the lock
 
 
