@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bonmf_pipe.errors import BonmfError, ConfigError, StoreError
 from bonmf_pipe.featurestore import TableWriter
 from bonmf_pipe.featurestore.duck import fetch_arrow
 from bonmf_pipe.pipeline.ingest.formats import LineFormat
@@ -186,9 +187,24 @@ def _find_duplicates(job: RatingsJob, staging: Path, dups_file: Path) -> tuple[i
             ) TO '{_sql_str(dups_file)}' (FORMAT parquet)"""
         )
         users = fetch_arrow(con.sql(f"SELECT DISTINCT user_id FROM {src} ORDER BY user_id"))
+    except duckdb.Error as exc:
+        raise _dedupe_error(job, exc) from exc
     finally:
         con.close()
     return pq.ParquetFile(dups_file).metadata.num_rows, pl.Series("user_id", users.column(0), dtype=pl.Int64)
+
+
+def _dedupe_error(job: RatingsJob, exc: duckdb.Error) -> BonmfError:
+    detail = str(exc).strip().splitlines()[0]
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return ConfigError(
+            f"Finding duplicate ratings in {job.path.name} ran out of memory within --memory-limit "
+            f"{job.memory_limit} ({detail}). Raise --memory-limit (e.g. 2GB)."
+        )
+    return StoreError(
+        f"Finding duplicate ratings in {job.path.name} failed ({detail}). DuckDB spills to {job.work_dir}: "
+        "check that the store's disk has free space, then ingest again."
+    )
 
 
 def _iter_dups(dups_file: Path) -> Iterator[pl.DataFrame]:

@@ -11,7 +11,10 @@ from bonmf_pipe.pipeline.ingest.formats import DATASET_CHOICES, check_folder
 from bonmf_pipe.pipeline.ingest.text import template_fields
 
 DEFAULT_TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}. Tags: {tags}."
-_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+_MEMORY_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+MIN_MEMORY_LIMIT_MB = 64  # below this DuckDB cannot deduplicate even a small ratings file
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,25 @@ class IngestSettings:
             raise ConfigError(f"max_tags must be 0 or more, not {self.max_tags}.")
         if self.block_bytes < 1024:
             raise ConfigError(f"block_bytes must be at least 1024, not {self.block_bytes}.")
-        if not isinstance(self.duckdb_memory_limit, str) or not _MEMORY_LIMIT.match(self.duckdb_memory_limit):
-            raise ConfigError(
-                f"--memory-limit {self.duckdb_memory_limit!r} is not a size. Give a number and a unit, "
-                "e.g. 512MB, 1GB or 2.5GiB."
-            )
+        self._check_memory_limit()
         for name in ("threads", "poster_workers"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a whole number of at least 1 (or None: every core), not {value!r}.")
         template_fields(self.text_template)
+
+    def _check_memory_limit(self) -> None:
+        match = _MEMORY_LIMIT.match(self.duckdb_memory_limit) if isinstance(self.duckdb_memory_limit, str) else None
+        if match is None:
+            raise ConfigError(
+                f"--memory-limit {self.duckdb_memory_limit!r} is not a size. Give a number and a unit, "
+                "e.g. 512MB, 1GB or 2.5GiB."
+            )
+        if float(match.group(1)) * _UNITS[match.group(2).upper()] < MIN_MEMORY_LIMIT_MB * 10**6:
+            raise ConfigError(
+                f"--memory-limit {self.duckdb_memory_limit} is too small: DuckDB needs at least "
+                f"{MIN_MEMORY_LIMIT_MB}MB to deduplicate the ratings (it spills to disk beyond the limit)."
+            )
 
 
 @dataclass(frozen=True)

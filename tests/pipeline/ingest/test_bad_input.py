@@ -151,20 +151,35 @@ def test_blank_lines_only_is_every_row_rejected(store, tmp_path):
 # -- row 12: settings and store paths -----------------------------------------------------
 
 
-@pytest.mark.parametrize("limit", ["foo", "", "1 GB GB", "-1GB", "12"])
-def test_a_bad_memory_limit_is_a_config_error(store, tmp_path, limit):
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [("foo", "is not a size"), ("", "is not a size"), ("1 GB GB", "is not a size"), ("-1GB", "is not a size"),
+     ("12", "is not a size"), ("1KB", "is too small"), ("63MB", "is too small")],
+)
+def test_a_bad_memory_limit_is_a_config_error(store, tmp_path, limit, message):
     folder = _csv(tmp_path / "bad")
-    with pytest.raises(ConfigError, match="--memory-limit .* is not a size"):
+    with pytest.raises(ConfigError, match=f"--memory-limit .* {message}"):
         IngestSettings(path=folder, duckdb_memory_limit=limit)
     before = _fingerprint(store)
     out = _ingest_cli(folder, store.root, "--memory-limit", limit)
-    assert out.exit_code == 1 and "is not a size" in out.stderr and "Traceback" not in out.output
+    assert out.exit_code == 1 and message in out.stderr and "Traceback" not in out.output
+    assert _fingerprint(store) == before
+
+
+def test_duckdb_running_out_of_memory_is_a_clear_error(store, tmp_path, monkeypatch):
+    """A limit that passes the settings check but not the work: a ConfigError, never a raw duckdb error."""
+    from bonmf_pipe.pipeline.ingest import settings
+
+    monkeypatch.setattr(settings, "MIN_MEMORY_LIMIT_MB", 0)
+    before = _fingerprint(store)
+    with pytest.raises(ConfigError, match=r"ran out of memory within --memory-limit 1KB .*Raise --memory-limit"):
+        ingest(store, IngestSettings(path=_csv(tmp_path / "bad"), duckdb_memory_limit="1KB"))
     assert _fingerprint(store) == before
 
 
 def test_good_memory_limits_and_worker_counts(tmp_path):
     folder = editions.ml_csv(tmp_path)
-    for limit in ("512MB", "1GB", "2.5GiB", " 100 kb "):
+    for limit in ("512MB", "1GB", "2.5GiB", " 100 mb ", "64MB"):
         assert IngestSettings(path=folder, duckdb_memory_limit=limit).duckdb_memory_limit == limit
     for name, value in (("threads", 0), ("poster_workers", -2), ("threads", 1.5)):
         with pytest.raises(ConfigError, match=f"{name} must be a whole number"):
