@@ -394,10 +394,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(prepare(), indent=1))
         return
     big = not args.dry_run
-    args.texts = 87_585 if big else 600
-    args.posters = 60_000 if big else 192
-    args.unique_posters = 100_000 if big else 64
-    args.text_batch, args.image_batch = (None, None) if big else (64, 32)
+    args.texts = 87_585 if big else 320
+    args.posters = 60_000 if big else 64
+    args.unique_posters = 100_000 if big else 32
+    args.text_batch, args.image_batch = (None, None) if big else (64, 16)
     args.workers = None if big else 2  # None: encode's default for the machine
     args.image_models = ("vit_base_patch16_224", "efficientnet_lite0") if big else ("vit_tiny_patch16_224", "efficientnet_lite0")
     args.ratings, args.users, args.items_train = (25_000_000, 162_000, 62_000) if big else (60_000, 1_620, 620)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One-call GPU check for a lent GPU machine (no network): prints one JSON document.
-#   benchmarks/gpu_check.sh            # on the GPU machine (< 8 minutes)
+#   benchmarks/gpu_check.sh --prepare  # here, once: copies 640 real posters (~9 MB) from
+#                                      # ../shared/data/ml-1m-posters into benchmarks/_posters/ (git-ignored)
+#   benchmarks/gpu_check.sh            # on the GPU machine (< 8 minutes); carry benchmarks/_posters
+#                                      # when ../shared/data is not there (else it falls back to synthetic posters)
 #   benchmarks/gpu_check.sh --dry-run  # tiny sizes on the CPU, proves the code path
 # Optional: wheels in .whl/ (git-ignored; carry it) are installed into a temporary folder first.
 # polars/duckdb are NOT needed: the check imports only modules that never call them.

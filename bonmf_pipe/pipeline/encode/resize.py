@@ -126,12 +126,14 @@ class DeviceResize:
             x = x[:, :, top : top + ch, left : left + cw]
             if len(members) == len(dims):
                 out.copy_(x)
-            else:
-                out.index_copy_(0, torch.as_tensor(members, device=device), x)
+            elif last - first + 1 == len(members):
+                out[first : last + 1] = x
+            else:  # the index goes up pinned and non-blocking: no host-device sync
+                out.index_copy_(0, to_device(torch.as_tensor(members, dtype=torch.long), device), x)
         out.clamp_(0, 255).round_()  # the uint8 levels PIL's resize would have written
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1) * 255.0
-        return out.sub_(mean).div_(std)
+        for c, (m, s) in enumerate(zip(self.mean, self.std, strict=True)):  # Python scalars: nothing to copy up
+            out[:, c].sub_(m * 255.0).div_(s * 255.0)
+        return out
 
     def _resize(self, x: Any, h: int, w: int, nh: int, nw: int, kernel: str) -> Any:
         """``uint8 [k, 3, h, w]`` -> ``float32 [k, 3, nh, nw]`` holding uint8 levels (up to rounding)."""
