@@ -63,7 +63,7 @@ def project_step(store: str, seed: int, epochs: int | None, features: list[str])
     from bonmf_pipe.trainer import TrainSettings
 
     torch.set_num_threads(1)
-    train = TrainSettings(seed=seed, threads=1, **({"epochs": epochs} if epochs else {}))
+    train = TrainSettings(seed=seed, threads=1, device="cpu", **({"epochs": epochs} if epochs else {}))
     result = ablate(Store.open(store), AblateSettings(train=train, features=tuple(features), baselines=("svd", "nmf"),
                                                       name=f"bench-s{seed}"))
     return {"rows": result.table.to_pylist(), "split_id": result.split_id, "ablation_id": result.ablation_id}
@@ -157,6 +157,32 @@ def summarize(rows: list[dict], level: float = 0.95) -> dict[str, Any]:
     return {"models": table, "paired": paired}
 
 
+def markdown_lines(summary: dict[str, Any]) -> list[str]:
+    """The README's results table (mean ± std over the seeds) and the paired comparisons."""
+    def pm(v: dict, digits: int = 4) -> str:
+        if v["mean"] is None:
+            return "-"
+        return f"{v['mean']:.{digits}f}" + ("" if v["std"] is None else f" ± {v['std']:.{digits}f}")
+
+    lines = [f"| model | test RMSE | cold RMSE | MAE | P@{K} | NDCG@{K} | fit s |", "| --- |" + " ---: |" * 6]
+    for name, v in summary["models"].items():
+        cells = [pm(v[m]) for m in ("rmse", "cold_rmse", "mae", f"precision_at_{K}", f"ndcg_at_{K}")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {pm(v['fit_seconds'], 1)} |")
+    lines += ["", "| difference (paired by seed) | test RMSE [95% CI] | significant | cold RMSE [95% CI] | significant |",
+              "| --- | ---: | --- | ---: | --- |"]
+    for name, d in summary["paired"].items():
+        cells = []
+        for m in ("rmse", "cold_rmse"):
+            x = d[m]
+            if x["low"] is None:
+                cells += ["-" if x["mean"] is None else f"{x['mean']:+.4f}", "-"]
+            else:
+                cells += [f"{x['mean']:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]",
+                          ("yes, better" if x["mean"] < 0 else "yes, worse") if x["significant"] else "no"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _r(x: float) -> float | None:
     return None if x != x else round(float(x), 5)
 
@@ -206,12 +232,13 @@ def run(size: str, work: Path, path: Path = ML_LATEST_SMALL, posters: Path | Non
                      + ("; SVD++ with n_epochs=3 (--smoke)" if size == "smoke" else ""),
                      "protocol": f"rated-items, relevant = rating >= {THRESHOLD}, project's metric functions; cold = "
                                  f"test items with < {COLD_MAX_TRAIN_RATINGS} ratings in the train part",
-                     "project": "TrainSettings defaults" + (" with epochs=2 (--smoke)" if epochs else ""),
+                     "project": "TrainSettings defaults on the CPU" + (" with epochs=2 (--smoke)" if epochs else ""),
                      "encoders": "offline preset", "jobs": jobs, "threads_per_job": 1,
                      "encode_seconds": round(prep["encode_seconds"], 1)},
         "models": summary["models"],
         "paired": summary["paired"],
         "targets": targets(summary),
+        "markdown": markdown_lines(summary),
         "rows": rows,
         "seeds_seconds": round(time.perf_counter() - t0, 1),
     }
