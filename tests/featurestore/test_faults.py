@@ -276,3 +276,66 @@ def test_two_encodes_of_one_shard_encode_each_item_once(world):
     with store_lock(root, "encode-text-0of1", what="encode elsewhere"):
         with pytest.raises(StoreError, match="encode elsewhere"):
             encode(Store.open(root, no_wait=True), settings)
+
+
+# Appends three feature shards (ids 1-10, 11-20, 21-30) of a synthetic feature set to the store
+# argv[1]; dies by SIGKILL right after its argv[2]-th os.replace (0: never).
+SHARDS_CHILD = """
+import os, signal, sys
+import numpy as np
+real_replace, calls = os.replace, [0]
+
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    calls[0] += 1
+    if calls[0] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+from bonmf_pipe.featurestore import Store
+from bonmf_pipe.pipeline.encode.shards import FeatureWriter
+
+writer = FeatureWriter(Store.open(sys.argv[1]), "text", "f" * 16, {"model": "synthetic"}, 4, "float32", {})
+for start in (1, 11, 21):
+    ids = list(range(start, start + 10))
+    writer.write(ids, [f"h{i}" for i in ids], np.full((10, 4), start, np.float32))
+"""
+def _append_shards(root: Path) -> None:
+    """What SHARDS_CHILD does, in this process, without a fault."""
+    import numpy as np
+
+    from bonmf_pipe.pipeline.encode.shards import FeatureWriter
+
+    writer = FeatureWriter(Store.open(root), "text", "f" * 16, {"model": "synthetic"}, 4, "float32", {})
+    for start in (1, 11, 21):
+        ids = list(range(start, start + 10))
+        writer.write(ids, [f"h{i}" for i in ids], np.full((10, 4), start, np.float32))
+
+
+FEATURE_ROWS = "SELECT count(*) AS n, count(DISTINCT item_id) AS items, min(vector[1]) AS v FROM features"
+
+
+def test_feature_shards_killed_at_any_commit_point_are_all_or_nothing(world, record_property):
+    """Each shard is two commit points (the shard's rename, then the manifest's): a kill
+    between them leaves a shard no reader sees (before the first manifest, a folder no
+    reader knows), which the next writer removes."""
+    root = _fresh(world, "shards")
+    _append_shards(root)
+    assert query(Store.open(root), FEATURE_ROWS).to_pylist() == [{"n": 30, "items": 30, "v": 1.0}]
+    points = 6
+    for k in range(1, points + 1):
+        root = _fresh(world, f"shards-{k}")
+        proc = subprocess.run([sys.executable, "-c", SHARDS_CHILD, str(root), str(k)], cwd=REPO, capture_output=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+        report = verify_store(Store.open(root))
+        assert report.ok, (k, report.problems)
+        committed = k // 2  # shards whose manifest entry was written before the kill
+        if committed:
+            rows = query(Store.open(root), FEATURE_ROWS).to_pylist()
+            assert rows == [{"n": 10 * committed, "items": 10 * committed, "v": 1.0}], k
+        assert [p.reason for p in report.problems if p.severity == "warning"] == (["not in the manifest: left by an "
+                                                                                   "interrupted run, never read"]
+                                                                                  if k % 2 and k > 1 else []), k
+        _append_shards(root)
+        assert verify_store(Store.open(root)).problems == (), k  # the orphan shard was removed
+    record_property("faults_feature_shards_killed", points)

@@ -2,8 +2,8 @@
 
 ``encode(store, EncodeSettings(...))`` writes ``features/<modality>/<encoder-key>/`` (see
 ``bonmf_pipe.featurestore.features`` for the layout); ``similar`` finds the nearest items
-by a modality's vectors; ``views`` registers the SQL views ``text_features``,
-``image_features`` and ``features``.
+by a modality's vectors. The SQL views ``text_features``, ``image_features`` and
+``features`` are declared with every other view in ``bonmf_pipe.featurestore.views``.
 """
 
 from bonmf_pipe.pipeline.encode.keys import encoder_key
