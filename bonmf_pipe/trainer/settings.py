@@ -54,8 +54,8 @@ class TrainSettings:
     device: str = "auto"
     """auto (cuda when present), cpu, cuda or cuda:N."""
     threads: int | None = None
-    """Intra-op CPU threads of torch; None = min(4, cores). Part of what makes a run
-    bit-identical: the same thread count gives the same sums (recorded in config.json)."""
+    """Intra-op CPU threads of torch while training; None = 1 (the small per-batch operations
+    gain little from more, and lose much on a busy machine). Recorded in config.json."""
     name: str | None = None
     """A label for the run (part of its id)."""
     embedding_dim: int = 50
