@@ -6,7 +6,7 @@ the model registry, and the run-folder readers re-exported from ``featurestore.r
 """
 
 from bonmf_pipe.featurestore.runs import label, list_runs, new_run_id, read_run_config, run_dir
-from bonmf_pipe.trainer.models import create_model, model_names, register_model
+from bonmf_pipe.trainer.models import create_model, model_names, model_settings, register_model
 from bonmf_pipe.trainer.runs import RunResult
 from bonmf_pipe.trainer.scorer import Scorer, load_scorer
 from bonmf_pipe.trainer.settings import FEATURES, MODELS, TrainSettings
@@ -27,6 +27,7 @@ __all__ = [
     "lr_at",
     "make_split",
     "model_names",
+    "model_settings",
     "new_run_id",
     "read_run_config",
     "register_model",

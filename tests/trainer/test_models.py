@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.trainer import TrainSettings, create_model, model_names, register_model
+from bonmf_pipe.trainer import TrainSettings, create_model, model_names, model_settings, register_model
 from bonmf_pipe.trainer.models import BiasedMF, BoNMF, BoNMFConfig, SVDConfig, build_model, model_config
 
 
@@ -38,6 +38,9 @@ def test_every_model_is_registered_with_its_own_config():
     assert isinstance(model, BoNMF) and s.features == () and len(model.sides) == 0
     s, model = _build("bonmf")
     assert isinstance(model, BoNMF) and set(model.sides) == {"text", "image"}
+    # the settings each model reads are its config's fields
+    assert model_settings("svd") == {"embedding_dim"}
+    assert {"dropout", "hidden", "projection_dim", "side_lr_scale"} <= model_settings("bonmf") == model_settings("nmf")
 
 
 def test_unknown_and_duplicate_models_are_refused():
@@ -45,8 +48,10 @@ def test_unknown_and_duplicate_models_are_refused():
         TrainSettings(model="lightgcn")
     with pytest.raises(ConfigError, match="--model 'lightgcn'"):
         create_model("lightgcn", None, n_users=2, n_items=2, sides={}, mean=3.0)
+    with pytest.raises(TypeError, match="from_settings"):
+        register_model("mf2", config=dict)(BiasedMF)
     with pytest.raises(ValueError, match="registered twice"):
-        register_model("svd", config_from=SVDConfig.from_settings)(BiasedMF)
+        register_model("svd", config=SVDConfig)(BiasedMF)
 
 
 @pytest.mark.parametrize("name", ["bonmf", "nmf", "svd"])

@@ -15,6 +15,7 @@ from bonmf_pipe.trainer.models.registry import (
     model_entry,
     model_names,
     model_overrides,
+    model_settings,
     register_model,
 )
 from bonmf_pipe.trainer.models.svd import BiasedMF, SVDConfig
@@ -32,5 +33,6 @@ __all__ = [
     "model_entry",
     "model_names",
     "model_overrides",
+    "model_settings",
     "register_model",
 ]

@@ -70,9 +70,9 @@ def _no_side_information(s) -> dict:
     return {"features": ()}
 
 
-@register_model("nmf", config_from=BoNMFConfig.from_settings, overrides=_no_side_information,
+@register_model("nmf", config=BoNMFConfig, overrides=_no_side_information,
                 summary="the BoNMF network without side information (neural MF)")
-@register_model("bonmf", config_from=BoNMFConfig.from_settings, summary="IDs + text + poster vectors, MLP")
+@register_model("bonmf", config=BoNMFConfig, summary="IDs + text + poster vectors, MLP")
 class BoNMF(nn.Module):
     """prediction = [global + b_u + b_i] + [u . (e_i + sum projections)] + [MLP(u, e_i, sides)]."""
 

@@ -1,14 +1,16 @@
 """A name -> model registry in the style of timm's ``register_model`` / ``create_model``.
 
 Each model family lives in one module of this package, declares a small config dataclass
-of its own (built from ``TrainSettings`` by ``config_from``), the settings it forces
-(``overrides``: e.g. svd uses no side information) and registers itself by name. Adding a
+of its own (built from ``TrainSettings`` by its ``from_settings`` classmethod; its field
+names are the training settings the model reads), the settings it forces (``overrides``:
+e.g. svd uses no side information) and registers itself by name. Adding a
 model is one new file here; nothing else in the project asks which model it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +44,7 @@ class RatingModel(Protocol):
 class ModelEntry:
     name: str
     build: Callable[..., nn.Module]  # build(config, n_users=, n_items=, sides=, mean=)
-    config_from: Callable[[Any], Any]  # TrainSettings -> the model's config dataclass
+    config: type  # the model's config dataclass, with a from_settings(TrainSettings) classmethod
     overrides: Callable[[Any], dict[str, Any]]  # TrainSettings -> fields the model forces
     summary: str
 
@@ -51,15 +53,16 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, config_from: Callable[[Any], Any], overrides: Callable[[Any], dict[str, Any]] | None = None,
-    summary: str = "",
+    name: str, *, config: type, overrides: Callable[[Any], dict[str, Any]] | None = None, summary: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a model class (or factory) under ``name``."""
+    """Decorator: register a model class (or factory) under ``name`` with its config dataclass."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, config_from, overrides or (lambda s: {}), summary)
+        if not (dataclasses.is_dataclass(config) and hasattr(config, "from_settings")):
+            raise TypeError(f"model {name!r}: config must be a dataclass with a from_settings classmethod")
+        _REGISTRY[name] = ModelEntry(name, build, config, overrides or (lambda s: {}), summary)
         return build
 
     return decorate
@@ -83,7 +86,13 @@ def model_overrides(name: str, settings: Any) -> dict[str, Any]:
 
 def model_config(name: str, settings: Any) -> Any:
     """Model ``name``'s own config dataclass, built from (effective) training settings."""
-    return model_entry(name).config_from(settings)
+    return model_entry(name).config.from_settings(settings)
+
+
+def model_settings(name: str) -> frozenset[str]:
+    """The training settings model ``name`` reads (its config's fields), e.g. to search only
+    those: ``"dropout" in model_settings("svd")`` is False."""
+    return frozenset(f.name for f in dataclasses.fields(model_entry(name).config))
 
 
 def create_model(name: str, config: Any, *, n_users: int, n_items: int, sides: Sides, mean: float) -> nn.Module:

@@ -26,7 +26,7 @@ def _svd_overrides(s) -> dict:
     return {"features": (), "biases": True, "dot": True}
 
 
-@register_model("svd", config_from=SVDConfig.from_settings, overrides=_svd_overrides,
+@register_model("svd", config=SVDConfig, overrides=_svd_overrides,
                 summary="biased matrix factorisation (global + user + item bias + dot product)")
 class BiasedMF(nn.Module):
     def __init__(self, config: SVDConfig, *, n_users: int, n_items: int, sides: Sides, mean: float):
