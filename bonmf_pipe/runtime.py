@@ -32,6 +32,10 @@ CUBLAS_WORKSPACE = ":4096:8"
 # Libraries whose versions change numbers; recorded with every run.
 VERSIONED = ("torch", "numpy", "pyarrow", "duckdb", "polars", "safetensors")
 
+# cuBLAS reads its workspace setting when a process first uses it, which may be before a
+# run starts (encode in the same process): fix it as soon as this module is imported.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
 
 # -- device and dtype --------------------------------------------------------------------------
 
