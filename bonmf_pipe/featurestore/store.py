@@ -175,8 +175,8 @@ class Store:
         previous snapshot current (the written generations are left for ``vacuum``).
         """
         writers = list(writers)
-        manifests = {w.name: w.finish() for w in writers}
         try:
+            manifests = {w.name: w.finish() for w in writers}
             commit_snapshot(self.root, {w.name: w.manifest_rel for w in writers}, operation)
         finally:
             for w in writers:
