@@ -1,43 +1,136 @@
-"""Scale: a synthetic ML-25M-sized sample (25M ratings, 62k items, 162k users, no posters):
-ingest time and peak RSS, and one training epoch.
+"""Scale: peak memory of ingest, train, evaluate and recommend as the ratings grow.
 
-On a small CPU the epoch is subsampled: ``max_rows`` ratings are trained in streaming mode and
-the seconds per epoch are scaled to the whole train part (stated in the results).
+Synthetic samples in the ML-25M shape (162,000 users, 62,000 movies, no posters) with 5 M and
+25 M ratings: the users and the catalogue stay the same, so the growth ratio (25 M peak / 5 M
+peak) is what the number of ratings costs. Every command runs through the CLI, as a user would
+type it, in its own process (``benchmarks.common.run_isolated``), so each peak is that
+command's alone:
+
+- ``ingest --path SAMPLE``
+- ``train --model svd --epochs 1 --batch-size 8192 --device cpu`` (split creation and the test
+  predictions included; default memory settings)
+- ``evaluate latest`` (both protocols, default settings)
+- ``recommend --user U``
+
+``peak_rss_mb`` is the kernel's high-water mark of the process (VmHWM). ``peak_anon_mb`` is the
+largest anonymous (heap) resident size seen by a 20 ms sampler: RSS less the pages of mapped
+files, most of which are the shared libraries of the CUDA build of torch and cost the same
+whatever the data. The ``floor`` size (20,000 ratings, same commands) shows what a command
+costs before any data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import paired, run_isolated
+from benchmarks.common import run_isolated
+from benchmarks.ingest import make_sample
 
-SIZES = {"smoke": (50_000, 1_620, 620), "full": (25_000_000, 162_000, 62_000)}
+USERS, ITEMS = 162_000, 62_000
+SIZES = {
+    "smoke": {"floor": (5_000, 300, 400), "small": (20_000, 300, 1_000), "large": (50_000, 300, 1_000)},
+    "quick": {"floor": (20_000, 300, 1_000), "small": (1_000_000, USERS, ITEMS), "large": (5_000_000, USERS, ITEMS)},
+    "full": {"floor": (20_000, 300, 1_000), "small": (5_000_000, USERS, ITEMS), "large": (25_000_000, USERS, ITEMS)},
+}
+COMMANDS = ("ingest", "train", "evaluate", "recommend")
+TRAIN_ARGS = ["--model", "svd", "--epochs", "1", "--batch-size", "8192", "--device", "cpu"]
 
 
-def run(size: str, work: Path, max_rows: int = 100_000) -> dict[str, Any]:
-    ratings, users, items = SIZES["smoke" if size == "smoke" else "full"]
-    sample = work / f"sample-{ratings}"
-    made = run_isolated("benchmarks.ingest:make_sample", out=str(sample), ratings=ratings, users=users, items=items)
-    ing = run_isolated("benchmarks.ingest:ingest_step", path=str(sample), store=str(work / f"store-ingest-{ratings}"))
-    ceil = run_isolated("benchmarks.ingest:csv_ceiling_step", path=str(sample))
-    store = work / f"store-train-{ratings}"
-    built = run_isolated("benchmarks.train:build_store", sample=str(sample), store=str(store))
-    ep = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="streaming", max_rows=max_rows)
-    scaled = ep["seconds"] * ep["n_train"] / max(ep["rows"], 1)
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def _anon_sampler(out: dict[str, float]):
+    """Record the largest RssAnon of this process, sampled every 20 ms, into ``out``."""
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            out["peak_anon_mb"] = max(out.get("peak_anon_mb", 0.0), _status_mb("RssAnon"))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        out["peak_anon_mb"] = round(max(out.get("peak_anon_mb", 0.0), _status_mb("RssAnon")), 1)
+
+
+def cli_step(args: list[str]) -> dict[str, Any]:
+    """Run ``bonmf-pipe ARGS`` in this (fresh) process; seconds and peak anonymous memory."""
+    import io
+    from contextlib import redirect_stdout
+
+    from bonmf_pipe.cli import app
+
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with _anon_sampler(out), redirect_stdout(io.StringIO()):
+        app(args, standalone_mode=False)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def first_user(store: str) -> dict[str, Any]:
+    """A user with training ratings in the newest run (for ``recommend``)."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.trainer import list_runs, load_scorer
+
+    s = Store.open(store)
+    return {"user": int(load_scorer(s, str(list_runs(s)[-1]["run_id"])).user_ids[0])}
+
+
+def _measure(work: Path, ratings: int, users: int, items: int) -> dict[str, Any]:
+    sample = work / f"sample-scale-{ratings}-{users}-{items}"
+    store = work / f"store-scale-{ratings}-{users}-{items}"
+    made = make_sample(str(sample), ratings=ratings, users=users, items=items)
+    shutil.rmtree(store, ignore_errors=True)
+    steps = {
+        "ingest": ["ingest", "--path", str(sample), "--store", str(store)],
+        "train": ["train", *TRAIN_ARGS, "--store", str(store)],
+        "evaluate": ["evaluate", "latest", "--store", str(store)],
+    }
+    result: dict[str, Any] = {"ratings": ratings, "users": users, "items": items,
+                              "sample_seconds": round(made["seconds"], 1)}
+    for name, args in steps.items():
+        result[name] = run_isolated("benchmarks.scale:cli_step", args=args)
+    user = run_isolated("benchmarks.scale:first_user", store=str(store))["user"]
+    result["recommend"] = run_isolated(
+        "benchmarks.scale:cli_step", args=["recommend", "--user", str(user), "--store", str(store)]
+    )
+    shutil.rmtree(store, ignore_errors=True)  # the 25 M store is several GB
+    return result
+
+
+def run(size: str, work: Path) -> dict[str, Any]:
+    sizes = SIZES[size]
+    measured = {label: _measure(work, *shape) for label, shape in sizes.items()}
+    small, large = measured["small"], measured["large"]
+    growth = {
+        cmd: {
+            "peak_rss": round(large[cmd]["peak_rss_mb"] / small[cmd]["peak_rss_mb"], 3),
+            "peak_anon": round(large[cmd]["peak_anon_mb"] / small[cmd]["peak_anon_mb"], 3),
+        }
+        for cmd in COMMANDS
+    }
     return {
-        "settings": {"ratings": ratings, "users": users, "items": items, "posters": False, "model": "nmf",
-                     "batch_size": 512, "device": ep["device"], "epoch_rows_trained": ep["rows"],
-                     "epoch_note": "subsampled epoch: seconds scaled to the whole train part" if ep["rows"] < ep["n_train"] else "whole epoch"},
-        "sample_seconds": round(made["seconds"], 1),
-        "ingest_seconds": round(ing["seconds"], 1),
-        "ingest_rows_per_s": paired(ing["ratings"] / ing["seconds"], ceil["rows"] / ceil["seconds"], "ratings/s",
-                                    "pyarrow.csv.read_csv of ratings.csv into memory"),
-        "ingest_peak_rss_mb": ing["peak_rss_mb"],
-        "csv_read_peak_rss_mb": ceil["peak_rss_mb"],
-        "split_seconds": round(built["split_seconds"], 1),
-        "train_rows": ep["n_train"],
-        "epoch_ratings_per_s": round(ep["ratings_per_s"], 1),
-        "seconds_per_epoch": round(scaled, 1),
-        "train_peak_rss_mb": ep["peak_rss_mb"],
+        "settings": {
+            "train": " ".join(TRAIN_ARGS), "evaluate": "latest (defaults)", "posters": False,
+            "sizes": {label: {"ratings": r, "users": u, "items": i} for label, (r, u, i) in sizes.items()},
+            "growth_is": f"peak at {large['ratings']:,} ratings / peak at {small['ratings']:,} ratings",
+        },
+        **measured,
+        "growth": growth,
     }
