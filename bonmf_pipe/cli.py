@@ -1,19 +1,37 @@
-"""The bonmf-pipe command line: parses options and calls one library function per command."""
+"""The bonmf-pipe command line: parses options and calls one library function per command.
+
+Options that set a stage's settings take their defaults and help texts from that stage's
+settings dataclass (``option(Settings, "field")``), so the CLI, the library, the demo, the
+benchmarks and the tests run the same configuration unless told otherwise.
+"""
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
+import functools
+import inspect
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from bonmf_pipe import __version__
-from bonmf_pipe.render import console, err_console, progress_renderer
 from bonmf_pipe.errors import BonmfError
+from bonmf_pipe.evaluation import EvalSettings
+from bonmf_pipe.pipeline.ablate import AblateSettings
+from bonmf_pipe.pipeline.demo import DemoSettings
+from bonmf_pipe.pipeline.encode import EncodeSettings
+from bonmf_pipe.pipeline.ingest import IngestSettings
+from bonmf_pipe.pipeline.sample import SampleSettings
+from bonmf_pipe.pipeline.tune import TuneSettings
+from bonmf_pipe.render import console, err_console, progress_renderer
+from bonmf_pipe.trainer import TrainSettings
 
 app = typer.Typer(
     name="bonmf-pipe",
@@ -24,11 +42,38 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a settings dataclass, by field name."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def option(cls: type, name: str, *flags: str, **kwargs: Any) -> Any:
+    """A typer option documented by the docstring of field ``name`` of settings class ``cls``."""
+    kwargs.setdefault("help", field_docs(cls)[name].replace("[", "\\["))
+    return typer.Option(*flags, **kwargs)
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of a settings field (for fields whose default is built by a factory)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
 StoreOpt = Annotated[
     Path,
     typer.Option("--store", envvar="BONMF_STORE", help="Store folder (env BONMF_STORE).", show_default=True),
 ]
 DEFAULT_STORE = Path("bonmf-store")
+Device = Annotated[str, option(TrainSettings, "device")]
+Threads = Annotated[int | None, option(TrainSettings, "threads")]
 
 
 @contextlib.contextmanager
@@ -68,7 +113,14 @@ def _root(
     pass
 
 
-# --- store: info, sql, verify ---------------------------------------------------------
+def given(ctx: typer.Context, cls: type) -> frozenset[str]:
+    """The fields of settings class ``cls`` whose options were typed on the command line."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    sources = {n: ctx.get_parameter_source(n) for n in ctx.params if n in fields}
+    return frozenset(n for n, source in sources.items() if source is not None and source.name == "COMMANDLINE")
+
+
+# --- store: info, sql, verify, vacuum ------------------------------------------------------
 
 
 @app.command()
@@ -85,25 +137,22 @@ def info(store: StoreOpt = DEFAULT_STORE) -> None:
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query over the store's views.")],
-    format: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
-    ] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (outside the store).")] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """Run DuckDB SQL over the store, read-only. Views: items, users, ratings, rejects, ..."""
+    """Run DuckDB SQL over the store, read-only. Views: items, users, ratings, rejects, runs, ..."""
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.featurestore.sql import query as run_query
     from bonmf_pipe.render import render_query_result
 
     with library_call():
-        result = run_query(Store.open(store), query, output=output)
-        render_query_result(result, format, output)
+        render_query_result(run_query(Store.open(store), query, output=output), format, output)
 
 
 @app.command()
 def verify(store: StoreOpt = DEFAULT_STORE) -> None:
-    """Check every shard against its manifest (rows, checksums, schema, encoder key)."""
+    """Check every shard against its manifest, and that tables agree with each other."""
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.featurestore.verify import verify_store
     from bonmf_pipe.render import render_verify
@@ -115,22 +164,22 @@ def verify(store: StoreOpt = DEFAULT_STORE) -> None:
             raise typer.Exit(1)
 
 
-# --- pipeline: sample, fetch, ingest --------------------------------------------------
+# --- pipeline: sample, fetch, ingest ------------------------------------------------------
 
 
 @app.command()
 def sample(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write (empty, new, or an earlier sample).")],
-    users: Annotated[int, typer.Option(help="Number of users.")] = 600,
-    items: Annotated[int, typer.Option(help="Number of movies.")] = 1500,
-    ratings: Annotated[int, typer.Option(help="Exact number of ratings (users <= R <= users x items).")] = 60_000,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files.")] = 42,
-    edition: Annotated[str, typer.Option(help="File format: ml-latest-small, ml-1m or ml-100k.")] = "ml-latest-small",
-    posters: Annotated[bool, typer.Option(help="Also draw posters/<movieId>.jpg.")] = True,
-    factors: Annotated[int, typer.Option(help="Latent factors behind ratings, words and posters.")] = 8,
+    out: Annotated[Path, option(SampleSettings, "out", "--out")] = SampleSettings.out,
+    users: Annotated[int, option(SampleSettings, "users")] = SampleSettings.users,
+    items: Annotated[int, option(SampleSettings, "items")] = SampleSettings.items,
+    ratings: Annotated[int, option(SampleSettings, "ratings")] = SampleSettings.ratings,
+    seed: Annotated[int, option(SampleSettings, "seed")] = SampleSettings.seed,
+    edition: Annotated[str, option(SampleSettings, "edition")] = SampleSettings.edition,
+    posters: Annotated[bool, option(SampleSettings, "posters")] = SampleSettings.posters,
+    factors: Annotated[int, option(SampleSettings, "factors")] = SampleSettings.factors,
 ) -> None:
     """Write a synthetic dataset in a MovieLens edition's exact format, with posters."""
-    from bonmf_pipe.pipeline.sample import SampleSettings, write_sample
+    from bonmf_pipe.pipeline.sample import write_sample
     from bonmf_pipe.render import render_sample_summary
 
     with library_call():
@@ -165,76 +214,62 @@ def fetch(
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Option("--path", help="The unzipped MovieLens folder (u.data, ratings.dat or ratings.csv ...).")],
-    dataset: Annotated[
-        str, typer.Option(help="auto, ml-100k, ml-1m, ml-10m, ml-latest-small, ml-latest, ml-20m, ml-25m, ml-32m or ml-csv.")
-    ] = "auto",
-    posters: Annotated[
-        Path | None, typer.Option("--posters", help="Folder of posters named <movieId>.jpg|png|webp.")
-    ] = None,
-    text_template: Annotated[
-        str, typer.Option(help="Item text for the encoder: {title}, {year}, {genres}, {tags}; empty parts are dropped.")
-    ] = "{title} ({year}). Genres: {genres}. Tags: {tags}.",
-    max_tags: Annotated[int, typer.Option(help="At most this many tags per item (most applied first).")] = 20,
+    path: Annotated[Path, option(IngestSettings, "path", "--path")],
+    dataset: Annotated[str, option(IngestSettings, "dataset")] = IngestSettings.dataset,
+    posters: Annotated[Path | None, option(IngestSettings, "posters", "--posters")] = IngestSettings.posters,
+    text_template: Annotated[str, option(IngestSettings, "text_template")] = IngestSettings.text_template,
+    max_tags: Annotated[int, option(IngestSettings, "max_tags")] = IngestSettings.max_tags,
     memory_limit: Annotated[
-        str, typer.Option(help="DuckDB memory limit while deduplicating ratings (spills to the store beyond it).")
-    ] = "1GB",
+        str, option(IngestSettings, "duckdb_memory_limit", "--memory-limit")
+    ] = IngestSettings.duckdb_memory_limit,
+    allow_empty: Annotated[bool, option(IngestSettings, "allow_empty", "--allow-empty")] = IngestSettings.allow_empty,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Read a MovieLens edition (and posters) into the store: items, users, ratings, tags, rejects."""
     from bonmf_pipe.featurestore import Store
-    from bonmf_pipe.pipeline.ingest import IngestSettings
     from bonmf_pipe.pipeline.ingest import ingest as run_ingest
     from bonmf_pipe.render import render_ingest_summary
 
     with library_call():
         settings = IngestSettings(
             path=path, dataset=dataset, posters=posters, text_template=text_template, max_tags=max_tags,
-            duckdb_memory_limit=memory_limit,
+            duckdb_memory_limit=memory_limit, allow_empty=allow_empty,
         )
         with progress_renderer() as progress:
             summary = run_ingest(Store.open(store, create=True), settings, progress)
         render_ingest_summary(summary)
 
 
-# --- pipeline: encode, similar ----------------------------------------------------------
+# --- pipeline: encode, similar ------------------------------------------------------------
 
 
 @app.command()
 def encode(
-    modality: Annotated[str, typer.Option("--modality", help="text, image or text,image.")] = "text,image",
-    text_model: Annotated[
-        str | None, typer.Option(help="Registry name, Hugging Face id or local folder (default: the preset's).")
-    ] = None,
-    image_model: Annotated[
-        str | None, typer.Option(help="Registry name, timm name or local timm folder (default: the preset's).")
-    ] = None,
-    preset: Annotated[
-        str, typer.Option(help="offline (MiniLM-L6 + EfficientNet-Lite0, no network) or paper (roberta-base + ViT-B/16).")
-    ] = "offline",
-    batch_size: Annotated[int | None, typer.Option(help="Items per forward pass (default: by device and modality).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (bf16 on cuda, fp32 on cpu), fp32, fp16 or bf16.")] = "auto",
-    store_dtype: Annotated[str, typer.Option(help="Stored vectors: float16 or float32.")] = "float16",
-    shard: Annotated[str, typer.Option(help="i/N: encode only partition i of N (by a stable hash of item_id).")] = "0/1",
-    rows_per_shard: Annotated[int, typer.Option(help="Vectors per Parquet shard (each committed when written).")] = 4096,
-    num_workers: Annotated[int | None, typer.Option(help="Poster loader worker processes (default: by CPU count).")] = None,
-    text_pooling: Annotated[str | None, typer.Option(help="mean or cls (default: the model's).")] = None,
+    modality: Annotated[str, option(EncodeSettings, "modalities", "--modality")] = ",".join(EncodeSettings.modalities),
+    text_model: Annotated[str | None, option(EncodeSettings, "text_model")] = EncodeSettings.text_model,
+    image_model: Annotated[str | None, option(EncodeSettings, "image_model")] = EncodeSettings.image_model,
+    preset: Annotated[str, option(EncodeSettings, "preset")] = EncodeSettings.preset,
+    batch_size: Annotated[int | None, option(EncodeSettings, "batch_size")] = EncodeSettings.batch_size,
+    device: Annotated[str, option(EncodeSettings, "device")] = EncodeSettings.device,
+    dtype: Annotated[str, option(EncodeSettings, "dtype")] = EncodeSettings.dtype,
+    store_dtype: Annotated[str, option(EncodeSettings, "store_dtype")] = EncodeSettings.store_dtype,
+    shard: Annotated[str, option(EncodeSettings, "shard")] = "{}/{}".format(*EncodeSettings.shard),
+    rows_per_shard: Annotated[int, option(EncodeSettings, "rows_per_shard")] = EncodeSettings.rows_per_shard,
+    num_workers: Annotated[int | None, option(EncodeSettings, "num_workers")] = EncodeSettings.num_workers,
+    text_pooling: Annotated[str | None, option(EncodeSettings, "text_pooling")] = EncodeSettings.text_pooling,
     normalize: Annotated[
-        bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise vectors (default: the model's).")
-    ] = None,
-    max_length: Annotated[int, typer.Option(help="Texts are truncated to this many tokens.")] = 128,
-    image_backend: Annotated[
-        str, typer.Option(help="pil (decode in loader workers), tensor (torchvision on the device) or auto.")
-    ] = "auto",
-    cpu_threads: Annotated[int | None, typer.Option(help="torch threads while encoding on CPU (default: torch's).")] = None,
-    retry_rejected: Annotated[bool, typer.Option(help="Retry posters an earlier encode rejected.")] = False,
+        bool | None, option(EncodeSettings, "normalize", "--normalize/--no-normalize")
+    ] = EncodeSettings.normalize,
+    max_length: Annotated[int, option(EncodeSettings, "max_length")] = EncodeSettings.max_length,
+    image_backend: Annotated[str, option(EncodeSettings, "image_backend")] = EncodeSettings.image_backend,
+    cpu_threads: Annotated[int | None, option(EncodeSettings, "cpu_threads")] = EncodeSettings.cpu_threads,
+    retry_rejected: Annotated[bool, option(EncodeSettings, "retry_rejected")] = EncodeSettings.retry_rejected,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Encode item texts and posters once into feature shards; only what is missing is encoded."""
     from bonmf_pipe.featurestore import Store
-    from bonmf_pipe.pipeline.encode import EncodeSettings, parse_modalities, parse_shard
     from bonmf_pipe.pipeline.encode import encode as run_encode
+    from bonmf_pipe.pipeline.encode import parse_modalities, parse_shard
     from bonmf_pipe.render import render_encode_summary
 
     with library_call():
@@ -266,88 +301,84 @@ def similar(
         render_similar(find_similar(Store.open(store), item, modality, k, key), item, modality)
 
 
+# --- trainer and evaluation: train, evaluate, ablate, recommend ---------------------------
 
-# --- trainer and evaluation: train, evaluate, ablate, recommend, demo -----------------
+Features = Annotated[str, option(TrainSettings, "features")]
 
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="bonmf (IDs + text + posters), nmf (IDs only) or svd (biased MF).")] = "bonmf",
-    features: Annotated[
-        str, typer.Option(help="Side information for bonmf: text,image | text | image | none.")
-    ] = "text,image",
-    text_encoder: Annotated[
-        str | None, typer.Option(help="Text encoder key (or unique prefix); default the newest in the store.")
-    ] = None,
-    image_encoder: Annotated[
-        str | None, typer.Option(help="Image encoder key (or unique prefix); default the newest in the store.")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Most epochs (early stopping may end sooner).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Ratings per optimiser step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds the split, weights, shuffling and dropout.")] = 42,
-    split: Annotated[
-        str, typer.Option(help="random:F | per-user:F | temporal:F | file[:u1..u5|ua|ub] (ml-100k).")
-    ] = "random:0.7",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    name: Annotated[str | None, typer.Option(help="A label for the run (part of its id).")] = None,
-    paper: Annotated[
-        bool, typer.Option("--paper", help="The paper-faithful network: no projection, biases, dropout, L2, early stop.")
-    ] = False,
-    memory_budget_mb: Annotated[
-        int | None, typer.Option(help="Host memory for training ratings; beyond it they stream from disk.")
+    ctx: typer.Context,
+    model: Annotated[str, option(TrainSettings, "model")] = TrainSettings.model,
+    features: Features = ",".join(TrainSettings.features),
+    text_encoder: Annotated[str | None, option(TrainSettings, "text_encoder")] = TrainSettings.text_encoder,
+    image_encoder: Annotated[str | None, option(TrainSettings, "image_encoder")] = TrainSettings.image_encoder,
+    epochs: Annotated[int | None, option(TrainSettings, "epochs")] = TrainSettings.epochs,
+    batch_size: Annotated[int, option(TrainSettings, "batch_size")] = TrainSettings.batch_size,
+    lr: Annotated[float, option(TrainSettings, "lr")] = TrainSettings.lr,
+    lr_schedule: Annotated[str, option(TrainSettings, "lr_schedule")] = TrainSettings.lr_schedule,
+    seed: Annotated[int, option(TrainSettings, "seed")] = TrainSettings.seed,
+    split: Annotated[str, option(TrainSettings, "split")] = TrainSettings.split,
+    device: Device = TrainSettings.device,
+    threads: Threads = TrainSettings.threads,
+    name: Annotated[str | None, option(TrainSettings, "name")] = TrainSettings.name,
+    paper: Annotated[bool, option(TrainSettings, "paper", "--paper")] = TrainSettings.paper,
+    memory_budget_mb: Annotated[int, option(TrainSettings, "memory_budget_mb")] = TrainSettings.memory_budget_mb,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            help="Hyper-parameters from a tuning study: best (the study `tune` made for this model, features, "
+            "split and seed), best:STUDY, or a JSON file. Options typed on the command line win."
+        ),
     ] = None,
     resume: Annotated[
         str | None, typer.Option(help="Continue this run (id or prefix) from its last completed epoch.")
     ] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """Train a recommender on a reproducible split; writes runs/<id>/ and prints its metrics."""
+    """Train a recommender on a reproducible split, then evaluate it; writes runs/<id>/."""
     from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.train import train_and_evaluate
     from bonmf_pipe.render import render_train_result
-    from bonmf_pipe.trainer import TrainSettings
-    from bonmf_pipe.trainer import train as run_train
+    from bonmf_pipe.pipeline.ablate import parse_features
 
     with library_call():
-        chosen = () if features.strip() in ("", "none") else tuple(f.strip() for f in features.split(",") if f.strip())
-        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "memory_budget_mb": memory_budget_mb}
         settings = TrainSettings(
-            model=model, features=chosen, text_encoder=text_encoder, image_encoder=image_encoder, seed=seed,
-            split=split, device=device, name=name, paper=paper, **{k: v for k, v in overrides.items() if v is not None},
+            model=model, features=parse_features(features), text_encoder=text_encoder, image_encoder=image_encoder,
+            epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed, split=split,
+            device=device, threads=threads, name=name, paper=paper, memory_budget_mb=memory_budget_mb,
         )
         with progress_renderer() as progress:
-            result = run_train(Store.open(store), settings, progress, resume=resume)
+            result = train_and_evaluate(
+                Store.open(store), settings, progress=progress, resume=resume, given=given(ctx, TrainSettings),
+                params=params,
+            )
         render_train_result(result)
-
-
-# evaluation: evaluate, ablate, recommend
 
 
 @app.command()
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or 'latest'.")] = "latest",
-    k: Annotated[list[int] | None, typer.Option("--k", "-k", help="Cut-offs K (repeat the option).")] = None,
-    threshold: Annotated[float, typer.Option(help="A test item is relevant when rated >= this.")] = 4.0,
+    k: Annotated[list[int], option(EvalSettings, "ks", "--k", "-k")] = list(EvalSettings.ks),
+    threshold: Annotated[float, option(EvalSettings, "threshold")] = EvalSettings.threshold,
     cold_max_train_ratings: Annotated[
-        int, typer.Option(help="Cold items have fewer than this many training ratings.")
-    ] = 5,
-    full_catalogue: Annotated[
-        bool, typer.Option(help="Also rank every item the user has not rated in training.")
-    ] = True,
+        int, option(EvalSettings, "cold_max_train_ratings")
+    ] = EvalSettings.cold_max_train_ratings,
+    full_catalogue: Annotated[bool, option(EvalSettings, "full_catalogue")] = EvalSettings.full_catalogue,
     max_users: Annotated[
-        int, typer.Option(help="Full-catalogue protocol: a random sample of this many users; 0 = all.")
-    ] = 2000,
+        int, option(EvalSettings, "max_users", help="Full-catalogue protocol: a seeded sample of this many users; 0 = all.")
+    ] = EvalSettings.max_users,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rating errors and top-K ranking metrics of a run (all, cold and unseen items)."""
-    from bonmf_pipe.evaluation import EvalSettings, evaluate_run
+    from bonmf_pipe.evaluation import evaluate_run
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.render import render_evaluation
 
     with library_call():
         settings = EvalSettings(
-            ks=tuple(k) if k else EvalSettings.ks, threshold=threshold,
-            cold_max_train_ratings=cold_max_train_ratings, full_catalogue=full_catalogue, max_users=max_users or None,
+            ks=tuple(k), threshold=threshold, cold_max_train_ratings=cold_max_train_ratings,
+            full_catalogue=full_catalogue, max_users=max_users or None,
         )
         with progress_renderer() as progress:
             report = evaluate_run(Store.open(store), run, settings, progress)
@@ -357,47 +388,80 @@ def evaluate(
 @app.command()
 def ablate(
     features: Annotated[
-        list[str] | None,
+        list[str],
         typer.Option("--features", help="BoNMF variants: none, text, image, text+image (repeat; default all four)."),
-    ] = None,
+    ] = list(default(AblateSettings, "features")),
     baselines: Annotated[
-        list[str] | None, typer.Option("--baseline", help="Baselines without side information: svd, nmf (repeat).")
-    ] = None,
+        list[str], typer.Option("--baseline", help="Baselines without side information: svd, nmf (repeat).")
+    ] = list(default(AblateSettings, "baselines")),
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Train no baseline.")] = False,
-    epochs: Annotated[int, typer.Option(help="Most epochs per run (early stopping may end sooner).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the split and of every run.")] = 42,
-    split: Annotated[str, typer.Option(help="random:F | per-user:F | temporal:F | file[:NAME].")] = "random:0.7",
-    batch_size: Annotated[int, typer.Option(help="Ratings per optimiser step.")] = 512,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    text_encoder: Annotated[str | None, typer.Option(help="Text encoder key (or prefix); default the newest.")] = None,
-    image_encoder: Annotated[
-        str | None, typer.Option(help="Image encoder key (or prefix); default the newest.")
-    ] = None,
-    paper: Annotated[bool, typer.Option(help="Paper-faithful BoNMF network (no projection, biases, L2...).")] = False,
-    name: Annotated[str | None, typer.Option(help="A label for the ablation and its runs.")] = None,
+    epochs: Annotated[int | None, option(TrainSettings, "epochs")] = TrainSettings.epochs,
+    seed: Annotated[int, option(TrainSettings, "seed")] = TrainSettings.seed,
+    split: Annotated[str, option(TrainSettings, "split")] = TrainSettings.split,
+    batch_size: Annotated[int, option(TrainSettings, "batch_size")] = TrainSettings.batch_size,
+    lr: Annotated[float, option(TrainSettings, "lr")] = TrainSettings.lr,
+    device: Device = TrainSettings.device,
+    text_encoder: Annotated[str | None, option(TrainSettings, "text_encoder")] = TrainSettings.text_encoder,
+    image_encoder: Annotated[str | None, option(TrainSettings, "image_encoder")] = TrainSettings.image_encoder,
+    paper: Annotated[bool, option(TrainSettings, "paper")] = TrainSettings.paper,
+    threads: Threads = TrainSettings.threads,
+    seeds: Annotated[int, option(AblateSettings, "seeds")] = default(AblateSettings, "seeds"),
+    tune_trials: Annotated[int, option(AblateSettings, "tune_trials", "--tune")] = default(AblateSettings, "tune_trials"),
+    name: Annotated[str | None, option(AblateSettings, "name")] = default(AblateSettings, "name"),
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """Train svd, nmf and BoNMF with each set of side information on ONE split; compare them."""
-    from bonmf_pipe.pipeline.ablate import AblateSettings, ablate as run_ablation
+    """Train svd, nmf and BoNMF with each set of side information on the same splits; compare them."""
     from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.ablate import ablate as run_ablation
     from bonmf_pipe.render import render_ablation
-    from bonmf_pipe.trainer import TrainSettings
 
     with library_call():
         base = TrainSettings(
             epochs=epochs, seed=seed, split=split, batch_size=batch_size, lr=lr, device=device,
-            text_encoder=text_encoder, image_encoder=image_encoder, paper=paper,
+            text_encoder=text_encoder, image_encoder=image_encoder, paper=paper, threads=threads,
         )
         settings = AblateSettings(
-            train=base,
-            features=tuple(features) if features else AblateSettings.features,
-            baselines=() if no_baselines else tuple(baselines) if baselines else AblateSettings.baselines,
-            name=name,
+            train=base, features=tuple(features), baselines=() if no_baselines else tuple(baselines), name=name,
+            seeds=seeds, tune_trials=tune_trials,
         )
         with progress_renderer() as progress:
             result = run_ablation(Store.open(store), settings, progress)
         render_ablation(result)
+
+
+@app.command()
+def tune(
+    model: Annotated[str, option(TuneSettings, "model")] = TuneSettings.model,
+    features: Features = ",".join(TuneSettings.features),
+    trials: Annotated[int, option(TuneSettings, "trials")] = TuneSettings.trials,
+    timeout: Annotated[float | None, option(TuneSettings, "timeout")] = TuneSettings.timeout,
+    seed: Annotated[int, option(TuneSettings, "seed")] = TuneSettings.seed,
+    split: Annotated[str, option(TuneSettings, "split")] = TuneSettings.split,
+    study: Annotated[str | None, option(TuneSettings, "study")] = TuneSettings.study,
+    epochs: Annotated[int | None, option(TrainSettings, "epochs")] = TrainSettings.epochs,
+    device: Device = TrainSettings.device,
+    threads: Threads = TrainSettings.threads,
+    text_encoder: Annotated[str | None, option(TrainSettings, "text_encoder")] = TrainSettings.text_encoder,
+    image_encoder: Annotated[str | None, option(TrainSettings, "image_encoder")] = TrainSettings.image_encoder,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Search hyper-parameters on the validation slice of the train part (Optuna); resumable."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.ablate import parse_features
+    from bonmf_pipe.pipeline.tune import tune as run_tune
+    from bonmf_pipe.render import render_tune_result
+
+    with library_call():
+        base = TrainSettings(
+            epochs=epochs, device=device, threads=threads, text_encoder=text_encoder, image_encoder=image_encoder
+        )
+        settings = TuneSettings(
+            model=model, features=parse_features(features), trials=trials, timeout=timeout, seed=seed, split=split,
+            study=study, train=base,
+        )
+        with progress_renderer() as progress:
+            result = run_tune(Store.open(store), settings, progress)
+        render_tune_result(result)
 
 
 @app.command()
@@ -416,34 +480,25 @@ def recommend(
         render_recommendations(top_items(Store.open(store), run, user, k), run, user)
 
 
-# --- the main job ------------------------------------------------------------------------
+# --- the main job ---------------------------------------------------------------------------
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic sample and the store.")] = Path(
-        "bonmf-demo"
-    ),
-    path: Annotated[
-        Path | None, typer.Option("--path", help="Run on this MovieLens folder instead of the synthetic sample.")
-    ] = None,
-    posters: Annotated[Path | None, typer.Option("--posters", help="Poster folder for --path.")] = None,
-    store: Annotated[
-        Path | None, typer.Option("--store", envvar="BONMF_STORE", help="Store folder (default OUT/store).")
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs per model (early stopping usually ends sooner).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the sample, the split and the runs.")] = 42,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, option(DemoSettings, "out", "--out")] = DemoSettings.out,
+    path: Annotated[Path | None, option(DemoSettings, "path", "--path")] = DemoSettings.path,
+    posters: Annotated[Path | None, option(DemoSettings, "posters", "--posters")] = DemoSettings.posters,
+    store: Annotated[Path | None, option(DemoSettings, "store", "--store", envvar="BONMF_STORE")] = DemoSettings.store,
+    seed: Annotated[int, option(DemoSettings, "seed")] = DemoSettings.seed,
+    device: Annotated[str, option(DemoSettings, "device")] = DemoSettings.device,
     full: Annotated[bool, typer.Option("--full", help="Full ablation: BoNMF with none/text/image/text+image.")] = False,
 ) -> None:
     """The whole pipeline in one command: sample (or --path) -> ingest -> encode -> train svd, nmf and BoNMF -> evaluate."""
-    from bonmf_pipe.pipeline.demo import DemoSettings, run_demo
+    from bonmf_pipe.pipeline.demo import run_demo
     from bonmf_pipe.render import render_demo_result
 
-    features = ("none", "text", "image", "text+image") if full else ("text+image",)
-    settings = DemoSettings(
-        out=out, path=path, posters=posters, store=store, epochs=epochs, seed=seed, device=device, features=features
-    )
+    features = default(AblateSettings, "features") if full else DemoSettings.features
+    settings = DemoSettings(out=out, path=path, posters=posters, store=store, seed=seed, device=device, features=features)
     with library_call(), progress_renderer() as progress:
         render_demo_result(run_demo(settings, progress))
 

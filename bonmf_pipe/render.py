@@ -359,8 +359,9 @@ def render_demo_result(result) -> None:
     console.print(f"next: bonmf-pipe sql \"SELECT * FROM runs\" --store {escape(str(result.store))}")
 
 
-def render_train_result(result) -> None:
-    """The run's epochs, its test errors, and the evaluation's full metrics when present."""
+def render_train_result(trained) -> None:
+    """The run's epochs, then the evaluation's full metrics."""
+    result = trained.run
     t = Table(title=f"run {result.run_id} ({result.mode} mode)")
     for col in ("epoch", "train MSE", "valid RMSE", "seconds", "ratings/s"):
         t.add_column(col, justify="right")
@@ -371,11 +372,28 @@ def render_train_result(result) -> None:
             f"{e['ratings_per_s']:,.0f}",
         )
     console.print(t)
-    if result.evaluation is not None:
-        render_evaluation(result.evaluation)
-    else:
-        console.print(
-            f"test: MSE {_metric(result.test_mse)}, RMSE {_metric(result.test_rmse)}, MAE {_metric(result.test_mae)} "
-            f"on {result.test_rows:,} ratings"
-        )
+    render_evaluation(trained.evaluation)
     console.print(f"run folder: {escape(str(result.run_dir))} (best epoch {result.best_epoch}, {result.seconds:.1f} s)")
+
+
+def render_tune_result(result) -> None:
+    """One row per trial (best marked), then where the study lives and how to use it."""
+    t = Table(title=f"study {escape(result.study)} ({result.ran} trials run now, {result.already_done} before; {result.seconds:.1f} s)")
+    for col in ("trial", "state", "valid RMSE", "epochs", "params"):
+        t.add_column(col, justify="left" if col in ("state", "params") else "right")
+    for r in result.trials:
+        mark = " *" if r.get("is_best") else ""
+        t.add_row(f"{r['trial']}{mark}", r["state"], _metric(r["valid_rmse"]), str(r["epochs_run"] or "-"),
+                  escape(_params(r["params"])))
+    console.print(t)
+    for note in result.notes:
+        console.print(f"[yellow]{escape(note)}[/yellow]")
+    if result.best is not None:
+        console.print(f"study in {escape(str(result.storage))}; all trials: bonmf-pipe sql \"SELECT * FROM tuning\"")
+        console.print(f"next: bonmf-pipe train --params best:{escape(result.study)}")
+
+
+def _params(text: str | None) -> str:
+    """A trial's params JSON as short ``name=value`` pairs."""
+    values = json.loads(text) if text else {}
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

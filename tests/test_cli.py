@@ -1,13 +1,25 @@
-"""CLI tests for the store commands (info, sql, verify) through typer's CliRunner."""
+"""CLI tests through typer's CliRunner: the store commands, the defaults, piped output."""
 
+import dataclasses
+import importlib
 import json
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from typer.testing import CliRunner
 
 from bonmf_pipe.cli import app
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.schema import RATINGS
+from bonmf_pipe.evaluation import EvalSettings
+from bonmf_pipe.pipeline.ablate import AblateSettings
+from bonmf_pipe.pipeline.demo import DemoSettings
+from bonmf_pipe.pipeline.encode import EncodeSettings
+from bonmf_pipe.pipeline.ingest import IngestSettings
+from bonmf_pipe.pipeline.sample import SampleSettings
+from bonmf_pipe.pipeline.tune import TuneSettings
+from bonmf_pipe.trainer import TrainSettings
 
 runner = CliRunner()
 
@@ -67,3 +79,70 @@ def test_missing_store_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("BONMF_STORE", str(tmp_path / "none"))
     out = runner.invoke(app, ["info"])
     assert out.exit_code == 1 and "No bonmf-pipe store" in out.output
+
+
+# -- one source of every default: each command's options default to its settings dataclass ---
+
+
+class _Called(BaseException):
+    """Raised by a stand-in library function once it has seen the settings the CLI built."""
+
+
+def _capture(monkeypatch, module: str, name: str) -> list:
+    seen: list = []
+
+    def stand_in(*args, **kwargs):
+        seen.extend(a for a in (*args, *kwargs.values()) if dataclasses.is_dataclass(a) and not isinstance(a, type))
+        raise _Called
+
+    monkeypatch.setattr(importlib.import_module(module), name, stand_in)
+    return seen
+
+
+DEFAULT_CASES = [
+    (["sample"], "bonmf_pipe.pipeline.sample", "write_sample", lambda: SampleSettings()),
+    (["ingest", "--path", "x"], "bonmf_pipe.pipeline.ingest", "ingest", lambda: IngestSettings(path=Path("x"))),
+    (["encode"], "bonmf_pipe.pipeline.encode", "encode", lambda: EncodeSettings()),
+    (["train"], "bonmf_pipe.pipeline.train", "train_and_evaluate", lambda: TrainSettings()),
+    (["evaluate"], "bonmf_pipe.evaluation", "evaluate_run", lambda: EvalSettings()),
+    (["ablate"], "bonmf_pipe.pipeline.ablate", "ablate", lambda: AblateSettings()),
+    (["tune"], "bonmf_pipe.pipeline.tune", "tune", lambda: TuneSettings()),
+    (["demo"], "bonmf_pipe.pipeline.demo", "run_demo", lambda: DemoSettings()),
+]
+
+
+@pytest.mark.parametrize("argv, module, name, expected", DEFAULT_CASES, ids=[c[0][0] for c in DEFAULT_CASES])
+def test_cli_defaults_equal_the_settings_defaults(tmp_path, monkeypatch, argv, module, name, expected):
+    """A command run without options builds exactly its settings dataclass's defaults, so the
+    CLI, the library, the demo, the benchmarks and the tests train the same configuration."""
+    monkeypatch.chdir(tmp_path)
+    Store.open(tmp_path / "bonmf-store", create=True)
+    (tmp_path / "x").mkdir()
+    seen = _capture(monkeypatch, module, name)
+    with pytest.raises(_Called):
+        runner.invoke(app, argv, catch_exceptions=False)
+    assert seen and seen[0] == expected()
+
+
+def test_output_that_is_not_a_terminal_is_not_cut(tmp_path):
+    """Piped output (CliRunner is not a terminal) prints tables in full and progress as log lines."""
+    from bonmf_pipe.render import LogProgress, console
+
+    assert not console.is_terminal and console.width >= 200
+    store = _store(tmp_path)
+    long = "x" * 150
+    out = runner.invoke(app, ["sql", f"SELECT '{long}' AS wide_column, 0.7412345 AS v", "--store", str(store.root)])
+    assert long in out.stdout and "0.741234" in out.stdout and "…" not in out.stdout
+
+    lines = []
+    clock = iter([0.0, 5.0, 11.0, 12.0, 30.0]).__next__
+    progress = LogProgress(type("C", (), {"print": lambda self, text, **kw: lines.append(text)})(), 10.0, clock)
+    from bonmf_pipe.progress import ProgressEvent
+
+    for event in (ProgressEvent("begin", "epoch 1", total=100, unit="ratings"), ProgressEvent("advance", "epoch 1", advance=10),
+                  ProgressEvent("advance", "epoch 1", advance=40), ProgressEvent("advance", "epoch 1", advance=50),
+                  ProgressEvent("end", "epoch 1")):
+        progress(event)
+    assert lines[0] == "epoch 1: started (100 ratings)"
+    assert lines[1].startswith("epoch 1: 50/100 ratings")  # at most one line per interval
+    assert lines[-1].startswith("epoch 1: done, 100 ratings in 30.0 s") and len(lines) == 3
