@@ -38,7 +38,7 @@ from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.progress import ProgressCallback, ProgressEvent, Reporter
-from bonmf_pipe.trainer import TrainSettings, read_run_config, run_dir, train
+from bonmf_pipe.trainer import TrainSettings, model_settings, read_run_config, run_dir, train
 
 TABLE = "tuning"
 PARAMS_FILE = "params.json"
@@ -66,7 +66,10 @@ TUNING_SCHEMA = pa.schema(
 # -- the search space ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:
-    """One searchable TrainSettings field: its range and when it matters."""
+    """One searchable TrainSettings field: its range and when it matters (``scope``):
+    ``train`` = every model (the loop reads it); ``model`` = models whose config has the field
+    (``trainer.model_settings``); ``sides`` = those, with side vectors; ``mlp`` = models with
+    dense hidden layers. Nothing is searched that ``--paper`` fixes."""
 
     name: str
     kind: str  # "float", "int" or "choice"
@@ -74,7 +77,7 @@ class Param:
     high: float = 0.0
     log: bool = False
     choices: tuple = ()
-    applies: Callable[[TrainSettings], bool] = lambda s: True
+    scope: str = "train"
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "choice":
@@ -83,34 +86,35 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
+    def applies(self, s: TrainSettings) -> bool:
+        """Whether this field changes anything for the (effective) settings ``s``."""
+        reads = model_settings(s.model)
+        if s.paper and self.name in PAPER_FIXED:
+            return False
+        if self.scope == "train":
+            return True
+        if self.scope == "mlp":
+            return "hidden" in reads
+        if self.name not in reads:
+            return False
+        if self.name == "projection_dim" and s.dot:  # the dot product projects to embedding_dim
+            return False
+        return self.scope == "model" or bool(s.features)
 
-def _has_mlp(s: TrainSettings) -> bool:
-    return s.model != "svd"
 
-
-def _has_sides(s: TrainSettings) -> bool:
-    return s.model == "bonmf" and bool(s.features) and not s.paper
-
-
-def _own_projection(s: TrainSettings) -> bool:
-    """projection_dim counts only when the projections do not feed the dot product (which
-    uses embedding_dim)."""
-    return _has_sides(s) and not s.dot
-
+# what --paper fixes (TrainSettings.effective), so a paper study never searches it
+PAPER_FIXED = ("l2", "dropout", "weight_decay", "projection_dim", "side_weight_decay", "side_lr_scale")
 
 SPACE: tuple[Param, ...] = (
-    Param("embedding_dim", "int", 8, 128, log=True),
-    Param("l2", "float", 1e-3, 1.0, log=True, applies=lambda s: not s.paper),
+    Param("embedding_dim", "int", 8, 128, log=True, scope="model"),
+    Param("l2", "float", 1e-3, 1.0, log=True),
     Param("lr", "float", 3e-4, 1e-2, log=True),
     Param("batch_size", "choice", choices=(256, 512, 1024, 2048)),
-    Param("dropout", "float", 0.0, 0.5, applies=lambda s: _has_mlp(s) and not s.paper),
-    Param("weight_decay", "float", 1e-6, 1e-2, log=True, applies=lambda s: _has_mlp(s) and not s.paper),
-    Param("projection_dim", "int", 8, 128, log=True, applies=_own_projection),
-    Param("side_weight_decay", "float", 1e-6, 1e-1, log=True, applies=_has_sides),
-    Param("side_lr_scale", "float", 0.05, 1.0, log=True, applies=_has_sides),
-    # content-pathway regularisation knobs of newer TrainSettings (used when the field exists)
-    Param("side_l2", "float", 1e-4, 1.0, log=True, applies=_has_sides),
-    Param("side_dropout", "float", 0.0, 0.5, applies=_has_sides),
+    Param("dropout", "float", 0.0, 0.5, scope="model"),
+    Param("weight_decay", "float", 1e-6, 1e-2, log=True, scope="mlp"),
+    Param("projection_dim", "int", 8, 128, log=True, scope="sides"),
+    Param("side_weight_decay", "float", 1e-6, 1e-1, log=True, scope="sides"),
+    Param("side_lr_scale", "float", 0.05, 1.0, log=True, scope="sides"),
 )
 
 
