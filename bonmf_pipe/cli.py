@@ -72,6 +72,9 @@ StoreOpt = Annotated[
     typer.Option("--store", envvar="BONMF_STORE", help="Store folder (env BONMF_STORE).", show_default=True),
 ]
 DEFAULT_STORE = Path("bonmf-store")
+NoWait = Annotated[
+    bool, typer.Option("--no-wait", help="Fail at once when another process is writing the store, instead of waiting.")
+]
 Device = Annotated[str, option(TrainSettings, "device")]
 Threads = Annotated[int | None, option(TrainSettings, "threads")]
 
@@ -164,6 +167,23 @@ def verify(store: StoreOpt = DEFAULT_STORE) -> None:
             raise typer.Exit(1)
 
 
+@app.command()
+def vacuum(
+    keep: Annotated[int, typer.Option(help="Snapshots to keep (the newest ones; at least the current).")] = 1,
+    no_wait: NoWait = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Delete old snapshots and the table generations no kept snapshot (or open reader) uses."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.featurestore.vacuum import vacuum as run_vacuum
+    from bonmf_pipe.render import render_vacuum
+
+    with library_call():
+        with progress_renderer() as progress:
+            report = run_vacuum(Store.open(store).root, keep=keep, no_wait=no_wait, progress=progress)
+        render_vacuum(report)
+
+
 # --- pipeline: sample, fetch, ingest ------------------------------------------------------
 
 
@@ -223,6 +243,7 @@ def ingest(
         str, option(IngestSettings, "duckdb_memory_limit", "--memory-limit")
     ] = IngestSettings.duckdb_memory_limit,
     allow_empty: Annotated[bool, option(IngestSettings, "allow_empty", "--allow-empty")] = IngestSettings.allow_empty,
+    no_wait: NoWait = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Read a MovieLens edition (and posters) into the store: items, users, ratings, tags, rejects."""
@@ -236,7 +257,7 @@ def ingest(
             duckdb_memory_limit=memory_limit, allow_empty=allow_empty,
         )
         with progress_renderer() as progress:
-            summary = run_ingest(Store.open(store, create=True), settings, progress)
+            summary = run_ingest(Store.open(store, create=True, no_wait=no_wait), settings, progress)
         render_ingest_summary(summary)
 
 
@@ -264,6 +285,7 @@ def encode(
     image_backend: Annotated[str, option(EncodeSettings, "image_backend")] = EncodeSettings.image_backend,
     cpu_threads: Annotated[int | None, option(EncodeSettings, "cpu_threads")] = EncodeSettings.cpu_threads,
     retry_rejected: Annotated[bool, option(EncodeSettings, "retry_rejected")] = EncodeSettings.retry_rejected,
+    no_wait: NoWait = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Encode item texts and posters once into feature shards; only what is missing is encoded."""
@@ -280,7 +302,7 @@ def encode(
             max_length=max_length, image_backend=image_backend, cpu_threads=cpu_threads, retry_rejected=retry_rejected,
         )
         with progress_renderer() as progress:
-            summary = run_encode(Store.open(store), settings, progress)
+            summary = run_encode(Store.open(store, no_wait=no_wait), settings, progress)
         render_encode_summary(summary)
 
 

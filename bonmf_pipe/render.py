@@ -317,6 +317,9 @@ def render_ingest_summary(summary) -> None:
         console.print(r)
     else:
         console.print("[green]no rejected rows[/green]")
+    if summary.latin1_lines:
+        console.print("[yellow]read as latin-1 (not UTF-8):[/yellow] "
+                      + ", ".join(f"{escape(k)} {v:,} lines" for k, v in summary.latin1_lines.items()))
 
 
 def render_encode_summary(summary) -> None:
@@ -397,3 +400,11 @@ def _params(text: str | None) -> str:
     """A trial's params JSON as short ``name=value`` pairs."""
     values = json.loads(text) if text else {}
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def render_vacuum(report) -> None:
+    kept = ", ".join(str(v) for v in report.kept_snapshots)
+    console.print(
+        f"vacuum: kept snapshot(s) {kept} (current {report.current}); removed {report.snapshots_removed} snapshot(s), "
+        f"{report.generations_removed} table generation(s), {report.files_removed} file(s), {human_bytes(report.bytes_freed)}"
+    )
