@@ -512,6 +512,7 @@ def demo(
     posters: Annotated[Path | None, option(DemoSettings, "posters", "--posters")] = DemoSettings.posters,
     store: Annotated[Path | None, option(DemoSettings, "store", "--store", envvar="BONMF_STORE")] = DemoSettings.store,
     seed: Annotated[int, option(DemoSettings, "seed")] = DemoSettings.seed,
+    seeds: Annotated[int, option(DemoSettings, "seeds")] = DemoSettings.seeds,
     device: Annotated[str, option(DemoSettings, "device")] = DemoSettings.device,
     full: Annotated[bool, typer.Option("--full", help="Full ablation: BoNMF with none/text/image/text+image.")] = False,
 ) -> None:
@@ -520,7 +521,9 @@ def demo(
     from bonmf_pipe.render import render_demo_result
 
     features = default(AblateSettings, "features") if full else DemoSettings.features
-    settings = DemoSettings(out=out, path=path, posters=posters, store=store, seed=seed, device=device, features=features)
+    settings = DemoSettings(
+        out=out, path=path, posters=posters, store=store, seed=seed, seeds=seeds, device=device, features=features
+    )
     with library_call(), progress_renderer() as progress:
         render_demo_result(run_demo(settings, progress))
 

@@ -1,21 +1,25 @@
 """The main job: the whole pipeline on an embedded default, or on a real MovieLens folder.
 
-synthetic sample (or ``path``) -> ingest -> encode with the offline models -> train svd,
-nmf and BoNMF on one split and seed -> evaluate -> one results table. Every stage is
-idempotent: re-running re-uses the sample, re-ingests the same tables, encodes nothing new
-and adds a fresh comparison.
+synthetic sample (or ``path``) -> ingest -> encode with the offline models -> an ablation:
+svd, nmf and BoNMF trained and evaluated on the same splits for a few seeds -> one results
+table with means, standard deviations and paired intervals. Every stage is idempotent:
+re-running re-uses the sample, re-ingests the same tables, encodes nothing new and adds a
+fresh comparison.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bonmf_pipe.featurestore import Store
+from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
+from bonmf_pipe.pipeline.encode import EncodeSettings, encode
+from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
 from bonmf_pipe.pipeline.sample import SampleSettings, write_sample
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.trainer import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,12 @@ class DemoSettings:
     """Synthetic sample: movies (each with a poster)."""
     ratings: int = SampleSettings.ratings
     """Synthetic sample: ratings."""
-    seed: int = 42
-    """Seeds the sample, the split and the training runs."""
-    epochs: int = 20
-    """Most epochs per model (early stopping on a validation slice usually ends sooner)."""
-    device: str = "auto"
+    seed: int = SampleSettings.seed
+    """Seeds the sample; the ablation's seeds are this one and the next ``seeds - 1``."""
+    seeds: int = 3
+    """Seeds (each with its own split) of the ablation: means, standard deviations and paired
+    intervals over them say which differences are larger than the noise."""
+    device: str = TrainSettings.device
     """auto (cuda when present), cpu or cuda: for encoding and training."""
     features: tuple[str, ...] = ("text+image",)
     """BoNMF variants compared with the svd and nmf baselines; add none/text/image for a full ablation."""
@@ -58,11 +63,7 @@ class DemoResult:
 
 
 def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -> DemoResult:
-    from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
-    from bonmf_pipe.pipeline.encode import EncodeSettings, encode
-    from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
-    from bonmf_pipe.trainer import TrainSettings
-
+    """sample (or ``path``) -> ingest -> encode -> ablation over ``seeds`` seeds; the stages' times."""
     report = Reporter(progress)
     t0 = time.perf_counter()
     stage_seconds: dict[str, float] = {}
@@ -87,11 +88,9 @@ def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -
         lambda: encode(store, EncodeSettings(modalities=modalities, device=settings.device), progress),
     )
     features = tuple(f for f in settings.features if modalities == ("text", "image") or "image" not in f)
-    base = TrainSettings(seed=settings.seed, epochs=settings.epochs, device=settings.device)
-    ablation = timed(
-        "train+evaluate",
-        lambda: ablate(store, AblateSettings(train=base, features=features or ("text",), name="demo"), progress),
-    )
+    base = TrainSettings(seed=settings.seed, device=settings.device)
+    ablation_settings = AblateSettings(train=base, features=features or ("text",), seeds=settings.seeds, name="demo")
+    ablation = timed("train+evaluate", lambda: ablate(store, ablation_settings, progress))
     return DemoResult(
         store=store.root,
         source=source,
