@@ -15,6 +15,7 @@ import hashlib
 import os
 import platform
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -37,13 +38,58 @@ VERSIONED = ("torch", "numpy", "pyarrow", "duckdb", "polars", "safetensors")
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
+# -- the torchrun world ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes ``torchrun`` started (1 process without it)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes run folders and reports progress."""
+        return self.rank == 0
+
+
+def world() -> World:
+    """Rank, world size and local rank from the environment torchrun sets (RANK, WORLD_SIZE,
+    LOCAL_RANK); one process of rank 0 when they are absent."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ConfigError(
+            "RANK / WORLD_SIZE / LOCAL_RANK must be integers (torchrun sets them); unset them to run one process."
+        ) from None
+    if size < 1 or not 0 <= rank < size:
+        raise ConfigError(f"RANK {rank} / WORLD_SIZE {size}: need 0 <= RANK < WORLD_SIZE; start the processes with torchrun.")
+    return World(rank, size, local)
+
+
 # -- device and dtype --------------------------------------------------------------------------
 
 
 def resolve_device(name: str, option: str = "--device") -> torch.device:
-    """``auto`` (cuda when torch sees one, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (cuda when torch sees one, else cpu), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Under torchrun (WORLD_SIZE > 1), ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``: one GPU
+    per process, as torchrun's documentation recommends.
+    """
     import torch
 
+    w = world()
+    if name in ("auto", "cuda") and w.size > 1 and torch.cuda.is_available():
+        if w.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"torchrun started local rank {w.local_rank} but this host has {torch.cuda.device_count()} GPU(s): "
+                f"use --nproc-per-node {torch.cuda.device_count()} or fewer (one process per GPU), or {option} cpu."
+            )
+        name = f"cuda:{w.local_rank}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

@@ -1,5 +1,6 @@
-"""One epoch: batches in the run's seeded order, forward/backward/step, validation, and
-the early-stopping bookkeeping decided after it. A non-finite loss stops the run."""
+"""One epoch: batches in the run's seeded order (each rank's share of them under torchrun),
+forward/backward/step, validation, and the early-stopping bookkeeping decided after it. A
+non-finite loss stops the run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,47 +20,93 @@ from bonmf_pipe.trainer import data
 from bonmf_pipe.trainer.setup import Context
 
 
-def epoch_batches(ctx: Context, part: str, epoch: int | None) -> Iterator[data.Batch]:
-    """Batches of ``part``; shuffled from the run's ("shuffle", epoch) seed when ``epoch`` is given."""
+def epoch_batches(ctx: Context, part: str, epoch: int | None) -> Iterator[tuple[data.Batch, int]]:
+    """This rank's share of each batch of ``part`` and the rows of the whole (global) batch;
+    shuffled from the run's ("shuffle", epoch) seed when ``epoch`` is given.
+
+    Every rank walks the same order and cuts the same global batches of ``batch_size`` rows;
+    under torchrun rank r keeps the r-th of ``world_size`` row ranges of each (``Dist.share``).
+    """
     s = ctx.settings
     if ctx.mode == "resident":
         arrays = ctx.resident[part]
         if epoch is not None:
             perm = torch.randperm(len(arrays[0]), generator=runtime.torch_generator(s.seed, "shuffle", epoch))
             arrays = tuple(a[perm.to(a.device)] for a in arrays)
-        yield from data.tensor_batches(arrays, s.batch_size, ctx.device)
+        yield from _shares(ctx, arrays)
         return
     rng = runtime.numpy_rng(s.seed, "shuffle", epoch) if epoch is not None else None
     for table in data.stream_part(ctx.dataset, part, rng, ctx.buffer_rows()):
-        yield from data.tensor_batches(data.to_indices(ctx.maps, table), s.batch_size, ctx.device)
+        yield from _shares(ctx, data.to_indices(ctx.maps, table))
+
+
+def _shares(ctx: Context, arrays) -> Iterator[tuple[data.Batch, int]]:
+    size, dist = ctx.settings.batch_size, ctx.dist
+    if dist.size == 1:
+        for b in data.tensor_batches(arrays, size, ctx.device):
+            yield b, len(b.users)
+        return
+    tensors = [a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    n = len(tensors[0])
+    for start in range(0, n, size):
+        rows = min(size, n - start)
+        lo, hi = dist.share(rows)  # may be empty (a last batch of fewer rows than processes)
+        u, i, p, r = (t[start + lo : start + hi].to(ctx.device, non_blocking=True) for t in tensors)
+        yield data.Batch(u, i, p, r), rows
 
 
 def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, report: Reporter, task: str) -> float:
-    """One pass over the training rows; the mean MSE of its batches."""
-    s = ctx.settings
+    """One pass over the training rows; the mean MSE of its batches (over every rank's rows).
+
+    ``model`` may be the DDP-wrapped model: each rank's loss is then its rows' sum scaled by
+    ``world_size / rows of the global batch``, so the averaged gradient is the global batch's.
+    """
+    s, dist = ctx.settings, ctx.dist
     model.train()
-    runtime.seed_torch(s.seed, "dropout", epoch)  # dropout and unknown-ID drops replay on resume
-    total, n = 0.0, 0
-    for step, b in enumerate(epoch_batches(ctx, "train", epoch), start=1):
+    # dropout and unknown-ID drops replay on resume. The drops are drawn for the whole global
+    # batch (every rank draws the same, keeps its share: the same rows as one process), dropout
+    # inside the model from a stream of each rank's own.
+    runtime.seed_torch(s.seed, "dropout", epoch, *(("rank", dist.rank) if dist.size > 1 else ()))
+    drops = _generator(ctx.device, s.seed, "unknown", epoch)
+    total, n, bad = 0.0, 0, None
+    for step, (b, rows) in enumerate(epoch_batches(ctx, "train", epoch), start=1):
         users, items = b.users, b.items
         if s.unknown_prob > 0:
-            users = torch.where(torch.rand(len(users), device=users.device) < s.unknown_prob, 0, users)
-            items = torch.where(torch.rand(len(items), device=items.device) < s.unknown_prob, 0, items)
+            lo, hi = dist.share(rows)
+            drop = torch.rand((2, rows), generator=drops, device=ctx.device)[:, lo:hi] < s.unknown_prob
+            users, items = torch.where(drop[0], 0, users), torch.where(drop[1], 0, items)
         pred, penalty = model(users, items, b.item_pos)
-        mse = (pred - b.ratings).pow(2).mean()
-        loss = mse + s.l2 * penalty.mean() if s.l2 else mse
+        if dist.size == 1:
+            mse = (pred - b.ratings).pow(2).mean()
+            loss = mse + s.l2 * penalty.mean() if s.l2 else mse
+        else:  # sums over this rank's share, scaled so DDP's mean over ranks is the global batch's mean
+            scale = dist.size / rows
+            se = (pred - b.ratings).pow(2).sum()
+            loss = (se + s.l2 * penalty.sum()) * scale if s.l2 else se * scale
+            mse = se / max(len(users), 1)
         value, batch_mse = torch.stack([loss.detach(), mse.detach()]).tolist()  # one device sync
         if not math.isfinite(value):
-            raise diverged(s, f"the training loss became {value} at epoch {epoch}, batch {step}")
+            if not dist.active:
+                raise diverged(s, f"the training loss became {value} at epoch {epoch}, batch {step}")
+            bad = bad or f"the training loss became {value} at epoch {epoch}, batch {step} (rank {dist.rank})"
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: gradients averaged over the ranks here
         opt.step()
         total += batch_mse * len(users)
         n += len(users)
-        report.advance(task, len(users))
+        report.advance(task, rows)
+    if dist.active:  # every rank reaches the same verdict (the weights are the same on all)
+        total, n, n_bad = dist.sum([total, n, 1.0 if bad else 0.0])
+        if n_bad:
+            raise diverged(s, bad or f"the training loss became non-finite on {int(n_bad)} process(es) at epoch {epoch}")
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise diverged(s, f"the weights became non-finite during epoch {epoch}")
     return total / max(n, 1)
+
+
+def _generator(device: torch.device, root: int, *keys: str | int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``runtime.derive(root, *keys)``."""
+    return torch.Generator(device=device).manual_seed(runtime.derive(root, *keys))
 
 
 def diverged(s, what: str) -> ConfigError:
@@ -70,21 +118,25 @@ def diverged(s, what: str) -> ConfigError:
 
 @torch.no_grad()
 def predict_part(ctx: Context, model: nn.Module, part: str) -> Iterator[tuple[data.Batch, torch.Tensor]]:
-    """(batch, clipped predictions) over every row of ``part``, in storage order."""
+    """(batch, clipped predictions) over this rank's share of ``part`` (every row for one
+    process), in storage order."""
     model.eval()
-    for b in epoch_batches(ctx, part, None):
+    for b, _rows in epoch_batches(ctx, part, None):
         pred, _ = model(b.users, b.items, b.item_pos)
         yield b, pred.clamp(ctx.lo, ctx.hi)
 
 
 def valid_rmse(ctx: Context, model: nn.Module) -> float | None:
-    """RMSE on the validation slice; None without one."""
+    """RMSE on the validation slice; None without one. Under torchrun each rank scores its
+    share and the sums are all-reduced, so every rank sees the same RMSE (and takes the same
+    early-stopping decision)."""
     if ctx.n_valid == 0:
         return None
     se, n = 0.0, 0
     for b, pred in predict_part(ctx, model, "valid"):
         se += float((pred - b.ratings).pow(2).sum())
         n += len(pred)
+    se, n = ctx.dist.sum([se, n])
     rmse = (se / n) ** 0.5
     if not math.isfinite(rmse):
         raise diverged(ctx.settings, f"the validation RMSE is {rmse}")

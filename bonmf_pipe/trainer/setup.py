@@ -16,6 +16,7 @@ from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.progress import ProgressCallback
 from bonmf_pipe.trainer import data
+from bonmf_pipe.trainer.distributed import Dist
 from bonmf_pipe.trainer.models import build_model
 from bonmf_pipe.trainer.settings import TrainSettings
 from bonmf_pipe.trainer.splits import make_split, split_dataset
@@ -39,6 +40,7 @@ class Context:
     hi: float
     mode: str  # "resident" (ratings held as tensors) or "streaming" (read from the shards)
     resident: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    dist: Dist = field(default_factory=Dist)  # this process's rank under torchrun (rank 0 of 1 without)
 
     def buffer_rows(self) -> int:
         s = self.settings
@@ -47,11 +49,15 @@ class Context:
         return max(s.batch_size, min(rows, budget))
 
 
-def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, ckpt: dict | None) -> Context:
+def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, ckpt: dict | None,
+            dist: Dist | None = None) -> Context:
     """Load what run ``s`` (effective settings) needs; ``ckpt`` (a checkpoint's tensors) reuses
-    the id maps and side-vector statistics of the run being resumed."""
+    the id maps and side-vector statistics of the run being resumed. Under torchrun (``dist``)
+    rank 0 makes the split first; every rank then loads the same maps, vectors and ratings."""
     device = runtime.resolve_device(s.device)
-    split_id = make_split(store, s.split, s.seed, progress, valid_fraction=s.valid_fraction)
+    dist = dist or Dist()
+    with dist.main_first():  # one process writes a new split; the others find it made
+        split_id = make_split(store, s.split, s.seed, progress, valid_fraction=s.valid_fraction)
     dataset = split_dataset(store, split_id)
     if ckpt is not None:
         maps = data.IdMaps(*(ckpt[f"maps/{k}"].numpy() for k in ("user_ids", "item_ids", "item_index")))
@@ -65,7 +71,7 @@ def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, c
     n_train, mean, lo, hi = _rating_stats(dataset)
     n_valid = data.count_part(dataset, "valid")
     mode = "resident" if (n_train + n_valid) * data.BYTES_PER_ROW <= s.memory_budget_mb * 2**20 else "streaming"
-    ctx = Context(store, s, device, split_id, dataset, maps, sides, n_train, n_valid, mean, lo, hi, mode)
+    ctx = Context(store, s, device, split_id, dataset, maps, sides, n_train, n_valid, mean, lo, hi, mode, dist=dist)
     if mode == "resident":
         ctx.resident = {p: _load_resident(ctx, p) for p in ("train", "valid")}
     return ctx

@@ -18,7 +18,7 @@ from bonmf_pipe import runtime
 from bonmf_pipe.featurestore import runs as layout
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.progress import ProgressCallback, Reporter
-from bonmf_pipe.trainer import checkpoint, runs
+from bonmf_pipe.trainer import checkpoint, distributed, runs
 from bonmf_pipe.trainer.epoch import EarlyStop, train_epoch, valid_rmse
 from bonmf_pipe.trainer.predictions import write_predictions
 from bonmf_pipe.trainer.settings import TrainSettings
@@ -58,8 +58,13 @@ def train(
     epoch's checkpoint; returning True ends training there (the run still finishes: best
     weights, test predictions). A non-finite loss stops the run with a ConfigError and
     status ``failed``; an interrupt leaves status ``killed``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every process calls this with the same arguments: the
+    model trains under DistributedDataParallel (``trainer.distributed``) on each rank's share
+    of every global batch of ``batch_size``; rank 0 alone writes the run folder, checkpoints
+    and predictions, and every rank returns the same ``RunResult``. ``resume`` works with any
+    number of processes (the checkpoint holds the unwrapped model).
     """
-    report = Reporter(progress)
     started = time.perf_counter()
     wanted = frozenset(given) if given is not None else None
     # -- resolve the settings (a resumed run keeps its own) ----------------------------------
@@ -72,33 +77,43 @@ def train(
         settings = runs.resumed_settings(recorded, settings, wanted)
         if settings.threads is None:  # the thread count the run started with (sums depend on it)
             settings = dataclasses.replace(settings, threads=meta["config"].get("threads"))
-        run_id = folder.name
-    else:
-        run_id = layout.new_run_id(settings.name or settings.model)
-        folder = store.runs_dir / run_id
     s = settings.effective()
-    with runtime.deterministic(s.threads):
+    # -- under torchrun: join the process group; rank 0 alone reports and writes ---------------
+    with distributed.session(runtime.resolve_device(s.device)) as dist, runtime.deterministic(s.threads):
+        if not dist.is_main:
+            progress = None
+        report = Reporter(progress)
+        if resume is not None:
+            run_id = folder.name
+        else:
+            run_id = dist.from_main(layout.new_run_id(settings.name or settings.model))
+            folder = store.runs_dir / run_id
         # -- load once: split, id maps, side vectors, ratings; model and optimiser ---------
-        ctx = prepare(store, s, progress, ckpt_tensors)
+        ctx = prepare(store, s, progress, ckpt_tensors, dist)
         model = new_model(ctx)
         opt = new_optimizer(model, s)
         early, rows, start = EarlyStop(), [], 1
         if meta is not None:
             early, rows, start = checkpoint.restore(ctx, model, opt, ckpt_tensors, meta)
             config = meta["config"]
-            config.update(device=str(ctx.device), runtime=runtime.describe(ctx.device, s.threads))
+            config.update(device=str(ctx.device), runtime=runtime.describe(ctx.device, s.threads),
+                          distributed=dist.describe())
         else:
             config = runs.run_config(run_id, settings, ctx, time.time())
+            config["distributed"] = dist.describe()
         # everything is validated: only now does the run get its folder (status "running")
-        folder.mkdir(parents=True, exist_ok=True)
-        runs.mark(folder, config, "running")
+        if dist.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            runs.mark(folder, config, "running")
         try:
             result = _epochs_and_finish(ctx, model, opt, early, rows, start, folder, config, report, on_epoch)
         except KeyboardInterrupt:
-            runs.mark(folder, config, "killed", "interrupted (KeyboardInterrupt); resume with --resume")
+            if dist.is_main:
+                runs.mark(folder, config, "killed", "interrupted (KeyboardInterrupt); resume with --resume")
             raise
         except Exception as exc:
-            runs.mark(folder, config, "failed", str(exc) or type(exc).__name__)
+            if dist.is_main:
+                runs.mark(folder, config, "failed", str(exc) or type(exc).__name__)
             raise
     result.seconds = time.perf_counter() - started
     return result
@@ -106,14 +121,16 @@ def train(
 
 def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], start: int, folder: Path, config: dict,
                        report: Reporter, on_epoch: EpochHook | None) -> runs.RunResult:
-    s = ctx.settings
+    s, dist = ctx.settings, ctx.dist
     run_id = config["run_id"]
     started = time.perf_counter()
+    net = dist.wrap(model)  # DDP under torchrun (gradients all-reduced); the model itself otherwise
     if start > 1:
         report.note(f"resuming run {run_id} at epoch {start}")
     report.note(
         f"run {run_id}: {s.model} features={','.join(s.features) or 'none'} on {ctx.device} ({s.threads} threads), "
         f"{ctx.n_train:,} train / {ctx.n_valid:,} valid ratings, {ctx.mode} mode"
+        + (f", {dist.size} processes ({dist.backend})" if dist.active else "")
     )
     stopped_by = None
     for epoch in range(start, s.epochs + 1):
@@ -128,7 +145,7 @@ def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], star
         task = f"epoch {epoch}/{s.epochs}"
         report.begin(task, total=ctx.n_train, unit="ratings")
         t0 = time.perf_counter()
-        loss = train_epoch(ctx, model, opt, epoch, report, task)
+        loss = train_epoch(ctx, net, opt, epoch, report, task)
         seconds = time.perf_counter() - t0
         # -- validate, checkpoint, log ---------------------------------------------------------
         rmse = valid_rmse(ctx, model)
@@ -136,24 +153,28 @@ def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], star
         early.update(epoch, rmse, model)
         rows.append({"run_id": run_id, "epoch": epoch, "train_loss": loss, "valid_rmse": rmse, "lr": lr,
                      "seconds": seconds, "ratings_per_s": ctx.n_train / max(seconds, 1e-9)})
-        layout.write_epochs(folder, rows)
-        checkpoint.save(folder, ctx, model, opt, epoch, early, rows, config)
+        if dist.is_main:  # the checkpoint holds the unwrapped model: resumable with any world size
+            layout.write_epochs(folder, rows)
+            checkpoint.save(folder, ctx, model, opt, epoch, early, rows, config)
         report.note(f"epoch {epoch}: train MSE {loss:.4f}" + (f", valid RMSE {rmse:.4f}" if rmse is not None else ""))
-        # -- the caller's hook (pruning) ---------------------------------------------------------
-        if on_epoch is not None and on_epoch(epoch, rmse):
+        # -- the caller's hook (pruning; rank 0 calls it and its answer holds for all) ------------
+        if on_epoch is not None and dist.from_main(on_epoch(epoch, rmse) if dist.is_main else None):
             stopped_by = "on_epoch"
             report.note(f"stopped after epoch {epoch} by the on_epoch hook")
             break
     # -- finish: the kept weights predict the test rows; record the run -----------------------------
     if s.early_stopping_patience > 0 and early.best_state is not None:
         model.load_state_dict(early.best_state)  # restore the best epoch (without early stopping: the last)
-    test = write_predictions(ctx, model, folder, run_id)
     last_epoch = rows[-1]["epoch"] if rows else 0
-    checkpoint.save(folder, ctx, model, opt, last_epoch, early, rows, config)
     kept = early.best_epoch if s.early_stopping_patience > 0 else last_epoch
-    config.update(best_epoch=kept, epochs_run=last_epoch, stopped_by=stopped_by, test=test,
-                  seconds=config.get("seconds", 0.0) + time.perf_counter() - started)
-    runs.mark(folder, config, "done")
+    test = None
+    if dist.is_main:  # rank 0 alone scores the test rows and writes; the others wait for its figures
+        test = write_predictions(ctx, model, folder, run_id)
+        checkpoint.save(folder, ctx, model, opt, last_epoch, early, rows, config)
+        config.update(best_epoch=kept, epochs_run=last_epoch, stopped_by=stopped_by, test=test,
+                      seconds=config.get("seconds", 0.0) + time.perf_counter() - started)
+        runs.mark(folder, config, "done")
+    test = dist.from_main(test)
     report.note(f"test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f} ({test['rows']:,} ratings); weights of epoch {kept}")
     return runs.RunResult(
         run_id=run_id, run_dir=folder, epochs=rows, best_epoch=kept, mode=ctx.mode, test_mse=test["mse"],
