@@ -84,6 +84,14 @@ class TrainSettings:
     """AdamW weight decay on the side projections (and the learned "missing" vectors)."""
     side_lr_scale: float = 1.0
     """Learning rate of the side projections relative to ``lr``."""
+    content_prior: bool = True
+    """The item factor is the projected side vectors plus an ID offset, and ``l2`` shrinks only
+    the offset, so items with few ratings fall back on their content (True); False = ``l2``
+    shrinks the whole factor, content included (the earlier design; worse on every store
+    measured, see benchmarks/model_search.py). No effect without side vectors or ``dot``."""
+    side_dropout: float = 0.0
+    """Modality dropout: in training, each row treats each of its side vectors as missing
+    with this probability (drawn per modality), so no pathway leans on one modality alone."""
     l2: float = 0.12
     """Penalty on the squared norms of the user/item embeddings and biases looked up in each
     batch (mean over the batch), added to the MSE loss."""
@@ -121,6 +129,7 @@ class TrainSettings:
             ("hidden", all(h >= 1 for h in self.hidden), "hidden layer sizes must be at least 1"),
             ("projection_dim", self.projection_dim >= 0, "projection_dim must be 0 or more"),
             ("dropout", 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            ("side_dropout", 0.0 <= self.side_dropout < 1.0, "side_dropout must be in [0, 1)"),
             ("unknown_prob", 0.0 <= self.unknown_prob < 1.0, "unknown_prob must be in [0, 1)"),
             ("valid_fraction", 0.0 <= self.valid_fraction < 0.5, "valid_fraction must be in [0, 0.5)"),
             ("l2", 0.0 <= self.l2 < float("inf"), "l2 must be a finite number, 0 or more"),
@@ -138,7 +147,7 @@ class TrainSettings:
         s = self
         if s.paper:
             s = dataclasses.replace(
-                s, projection_dim=0, biases=False, dot=False, dropout=0.0, weight_decay=0.0, l2=0.0,
+                s, projection_dim=0, biases=False, dot=False, dropout=0.0, side_dropout=0.0, weight_decay=0.0, l2=0.0,
                 side_weight_decay=0.0, side_lr_scale=1.0, mlp_item_embedding=True, early_stopping_patience=0,
                 epochs=s.epochs if s.epochs is not None else PAPER_EPOCHS,
             )

@@ -5,6 +5,14 @@ information). ``paper=True`` in the settings gives the paper's network: raw vect
 concatenated with the ID embeddings into an MLP 128 -> 64 -> 1, nothing else. The default
 is the hybrid of DESIGN.md: prediction = [global + b_u + b_i] + [u . (e_i + projected side
 vectors)] + [MLP(u, projected side vectors)]. Index 0 of every ID embedding is "unknown".
+
+Content as a prior (``content_prior``, the default): the item factor is what the item's side
+vectors predict plus an ID offset e_i, and the L2 term shrinks only the offset. An item with
+few ratings then falls back on its content; one with many moves away from it as far as its
+ratings justify (the regression-based latent factor idea of Agarwal & Chen, KDD 2009). With
+the L2 on the whole factor instead, content was shrunk hardest exactly for the items whose
+ratings should override it, and adding posters to text made ml-latest-small worse
+(benchmarks/model_search.py measures both).
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ class BoNMFConfig:
     dropout: float
     side_weight_decay: float
     side_lr_scale: float
+    content_prior: bool
+    side_dropout: float
 
     @classmethod
     def from_settings(cls, s) -> "BoNMFConfig":
         return cls(
             embedding_dim=s.embedding_dim, hidden=tuple(s.hidden), projection_dim=s.projection_dim, biases=s.biases,
             dot=s.dot, mlp_item_embedding=s.mlp_item_embedding, dropout=s.dropout,
-            side_weight_decay=s.side_weight_decay, side_lr_scale=s.side_lr_scale,
+            side_weight_decay=s.side_weight_decay, side_lr_scale=s.side_lr_scale, content_prior=s.content_prior,
+            side_dropout=s.side_dropout,
         )
 
 
@@ -57,13 +68,19 @@ class SideInput(nn.Module):
     def out_dim(self) -> int:
         return self.proj.out_features if self.proj is not None else self.matrix.shape[1]
 
-    def forward(self, item_pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_pos: torch.Tensor, hide: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows' vectors (projected); rows flagged in ``hide`` are treated as having none."""
         # rows without a vector are zero, so adding the (projected) missing vector there is
         # the same as replacing them, and cheaper once projected
-        absent = (~self.found[item_pos]).unsqueeze(1).to(self.matrix.dtype)
+        x = self.matrix[item_pos]
+        absent = ~self.found[item_pos]
+        if hide is not None:
+            x = x.masked_fill(hide.unsqueeze(1), 0.0)
+            absent = absent | hide
+        absent = absent.unsqueeze(1).to(self.matrix.dtype)
         if self.proj is None:
-            return self.matrix[item_pos] + absent * self.missing
-        return self.proj(self.matrix[item_pos]) + absent * self.proj(self.missing)
+            return x + absent * self.missing
+        return self.proj(x) + absent * self.proj(self.missing)
 
 
 def _no_side_information(s) -> dict:
@@ -112,16 +129,18 @@ class BoNMF(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, item_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and the per-row squared norm of the user and item factors and biases looked
-        up (the L2 penalty; the item factor includes its projected side vectors)."""
+        up (the L2 penalty: of the item factor, only its ID offset with ``content_prior``, else
+        the whole factor including its projected side vectors)."""
         u, e = self.user(users), self.item(items)
         pred = torch.zeros(len(users), device=u.device)
-        side = [self.sides[m](item_pos) for m in self.sides]
+        side = [self.sides[m](item_pos, self._hidden(item_pos)) for m in self.sides]
         factor = e
         if self.use_dot:  # the item factor: ID embedding plus the projected side vectors
             for v in side:
                 factor = factor + v
             pred = pred + (u * factor).sum(1)
-        penalty = u.pow(2).sum(1) + factor.pow(2).sum(1)
+        shrunk = e if self.config.content_prior else factor  # content_prior: shrink toward the content
+        penalty = u.pow(2).sum(1) + shrunk.pow(2).sum(1)
         if self.use_bias:
             bu, bi = self.user_bias(users).squeeze(1), self.item_bias(items).squeeze(1)
             pred = pred + self.global_bias + bu + bi
@@ -129,6 +148,15 @@ class BoNMF(nn.Module):
         item_in = [e, *side] if self.mlp_ids else side
         pred = pred + self.mlp(torch.cat([u, *item_in], dim=1)).squeeze(1)
         return pred, penalty
+
+    def _hidden(self, item_pos: torch.Tensor) -> torch.Tensor | None:
+        """Modality dropout: in training, each row hides each modality with probability
+        ``side_dropout`` (drawn per modality), so neither the ID path nor the other modality
+        leans on one modality alone."""
+        p = self.config.side_dropout
+        if not (self.training and p > 0):
+            return None
+        return torch.rand(len(item_pos), device=item_pos.device) < p
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """AdamW with three groups: ID embeddings and biases (regularised by the L2 term of the
