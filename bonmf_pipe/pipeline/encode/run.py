@@ -9,6 +9,7 @@ into the spec and key, and encode only the missing rows, committing a shard at a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore.features import current_inputs, feature_dir, item_partition
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store, settings_dict
@@ -27,6 +29,7 @@ from bonmf_pipe.pipeline.encode.registry import ModelSource, download_text_model
 from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime, resolve_runtime
 from bonmf_pipe.pipeline.encode.shards import STAGE, FeatureWriter, append_rejects, missing_inputs, reject_raw, rejected_inputs
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.runtime import world
 
 UNITS = {"text": "texts", "image": "posters"}
 
@@ -84,7 +87,12 @@ def encode(
     *,
     forward_hook: ForwardHook | None = None,
 ) -> EncodeSummary:
-    """Encode every current item text / poster of this shard that has no vector yet."""
+    """Encode every current item text / poster of this shard that has no vector yet.
+
+    Under torchrun (WORLD_SIZE > 1) this process's shard is (RANK, WORLD_SIZE): each rank
+    encodes its own hash partition into the shared store (see ``torchrun_shard``).
+    """
+    settings = torchrun_shard(settings)
     start = time.perf_counter()
     report = Reporter(progress)
     runtime = resolve_runtime(settings)
@@ -109,6 +117,25 @@ def encode(
         rejects_added=rejects,
         seconds=time.perf_counter() - start,
     )
+
+
+def torchrun_shard(settings: EncodeSettings) -> EncodeSettings:
+    """``settings`` with ``shard`` = (RANK, WORLD_SIZE) when torchrun started this process.
+
+    The ranks need no process group: each anti-joins and encodes only the items of its own
+    partition, under its own ``encode-<modality>-<i>of<N>`` lock, and commits its shards under
+    the feature folder's lock, as ``--shard i/N`` processes started by any scheduler do.
+    """
+    w = world()
+    if w.size == 1:
+        return settings
+    if settings.shard != (0, 1):
+        i, n = settings.shard
+        raise ConfigError(
+            f"--shard {i}/{n} under torchrun: each of the {w.size} processes already takes its own partition "
+            f"(rank/world size, this one {w.rank}/{w.size}). Drop --shard, or run --shard without torchrun."
+        )
+    return dataclasses.replace(settings, shard=(w.rank, w.size))
 
 
 def shard_inputs(store: Store, modality: str, shard: tuple[int, int]) -> pa.Table:
