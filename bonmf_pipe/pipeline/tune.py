@@ -38,6 +38,7 @@ from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.progress import ProgressCallback, ProgressEvent, Reporter
+from bonmf_pipe.runtime import world
 from bonmf_pipe.trainer import TrainSettings, model_settings, read_run_config, run_dir, train
 
 TABLE = "tuning"
@@ -234,6 +235,12 @@ def storage_path(store: Store, study: str) -> Path:
 
 def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None = None) -> TuneResult:
     """Run (or continue) the study of ``settings`` until it has ``settings.trials`` finished trials."""
+    if world().size > 1:  # issue 13: trials are small runs, one sampler; tune in one process
+        raise ConfigError(
+            f"tune does not run under torchrun (WORLD_SIZE={world().size}): its trials are small runs that one "
+            "Optuna sampler starts one after another. Run `bonmf-pipe tune ...` as one process, then train the "
+            "best parameters with torchrun: `torchrun --nproc-per-node N -m bonmf_pipe.cli train --params best`."
+        )
     s = settings
     report = Reporter(progress)
     started = time.perf_counter()

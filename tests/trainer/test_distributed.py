@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.runtime import World, world
 from bonmf_pipe.trainer import TrainSettings, read_run_config, train
@@ -122,3 +123,13 @@ def test_each_rank_takes_a_near_equal_share_of_every_global_batch():
             assert shares[0][0] == 0 and shares[-1][1] == n
             assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))  # contiguous, no overlap
             assert max(b - a for a, b in shares) - min(b - a for a, b in shares) <= 1
+
+
+def test_tune_refuses_to_run_under_torchrun(store, monkeypatch):
+    from bonmf_pipe.pipeline.tune import TuneSettings, tune
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="tune does not run under torchrun"):
+        tune(store, TuneSettings(trials=1))
+    assert not (store.root / "tuning").exists()  # refused before touching the store
