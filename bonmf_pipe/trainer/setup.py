@@ -19,7 +19,7 @@ from bonmf_pipe.trainer import data
 from bonmf_pipe.trainer.distributed import Dist
 from bonmf_pipe.trainer.models import build_model
 from bonmf_pipe.trainer.settings import TrainSettings
-from bonmf_pipe.trainer.splits import make_split, split_dataset
+from bonmf_pipe.trainer.splits import duckdb_memory_mb, make_split, split_dataset
 
 
 @dataclass
@@ -57,12 +57,13 @@ def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, c
     device = runtime.resolve_device(s.device)
     dist = dist or Dist()
     with dist.main_first():  # one process writes a new split; the others find it made
-        split_id = make_split(store, s.split, s.seed, progress, valid_fraction=s.valid_fraction)
+        split_id = make_split(store, s.split, s.seed, progress, valid_fraction=s.valid_fraction,
+                              memory_limit_mb=duckdb_memory_mb(s.memory_budget_mb))
     dataset = split_dataset(store, split_id)
     if ckpt is not None:
         maps = data.IdMaps(*(ckpt[f"maps/{k}"].numpy() for k in ("user_ids", "item_ids", "item_index")))
     else:
-        maps = data.build_id_maps(store, split_id)
+        maps = data.build_id_maps(store, split_id, duckdb_memory_mb(s.memory_budget_mb))
     sides = {}
     for modality in s.features:
         key = s.text_encoder if modality == "text" else s.image_encoder

@@ -59,6 +59,13 @@ def parse_split(spec: str) -> tuple[str, float | str]:
     return kind, fraction
 
 
+def duckdb_memory_mb(budget_mb: int) -> int:
+    """DuckDB's memory limit under a command's ``--memory-budget-mb``: the budget itself, at
+    most ``SPLIT_MEMORY_MB`` (its sorts spill to disk beyond the limit, so more buys little)
+    and at least 64 MB (DuckDB's working minimum)."""
+    return max(64, min(int(budget_mb), SPLIT_MEMORY_MB))
+
+
 def split_table_name(split_id: str) -> str:
     return f"split_{split_id}"
 

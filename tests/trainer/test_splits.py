@@ -112,3 +112,11 @@ def test_trainers_creating_the_same_split_at_once_agree(small_store):
         ids = list(pool.map(lambda _: make_split(small_store, "random:0.75", seed=9), range(2)))
     assert ids[0] == ids[1]
     assert _rows(small_store, ids[0]).num_rows == small_store.read_table("ratings").num_rows
+
+
+def test_duckdb_memory_follows_the_budget_within_bounds():
+    from bonmf_pipe.trainer.splits import SPLIT_MEMORY_MB, duckdb_memory_mb
+
+    assert duckdb_memory_mb(1) == 64  # DuckDB's working minimum
+    assert duckdb_memory_mb(100) == 100  # the command's budget covers DuckDB too
+    assert duckdb_memory_mb(100_000) == SPLIT_MEMORY_MB  # sorts spill beyond it
