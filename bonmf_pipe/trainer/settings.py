@@ -50,7 +50,9 @@ class TrainSettings:
     """Root seed: the split, the initial weights, each epoch's shuffle, dropout and ID dropping
     use independent seeds derived from it (``runtime.derive``)."""
     split: str = "random:0.7"
-    """random:F | per-user:F | temporal:F | file[:NAME] (ml-100k u1..u5, ua, ub); F = train share."""
+    """random:F | per-user:F | temporal:F | file[:NAME] (ml-100k u1..u5, ua, ub); F = train share.
+    cold-items:F | cold-users:F: a share F of whole items (users), every rating of theirs, held out
+    for test (none in train or valid), so the model meets them only through the unknown ID."""
     device: str = "auto"
     """auto (cuda when present), cpu, cuda or cuda:N."""
     threads: int | None = None

@@ -34,14 +34,16 @@ SPLIT_SCHEMA = pa.schema(
         pa.field("part", pa.string(), nullable=False),
     ]
 )
-KINDS = ("random", "per-user", "temporal", "file")
+KINDS = ("random", "per-user", "temporal", "file", "cold-items", "cold-users")
+COLD_KINDS = ("cold-items", "cold-users")  # F = the share of whole items/users held out for test
 FILE_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 DEFAULT_VALID_FRACTION = 0.05
 SPLIT_MEMORY_MB = 256  # DuckDB's limit while writing a split, unless the caller passes its budget
 
 
 def parse_split(spec: str) -> tuple[str, float | str]:
-    """``random:0.7`` -> ("random", 0.7); ``file`` -> ("file", "u1")."""
+    """``random:0.7`` -> ("random", 0.7); ``file`` -> ("file", "u1"); ``cold-items:0.1`` ->
+    ("cold-items", 0.1): there F is the share of whole items (users) held out for test."""
     kind, _, arg = spec.partition(":")
     if kind not in KINDS:
         raise ConfigError(f"--split {spec!r}: the kind must be one of {', '.join(KINDS)} (e.g. random:0.7).")
@@ -51,11 +53,12 @@ def parse_split(spec: str) -> tuple[str, float | str]:
             raise ConfigError(f"--split {spec!r}: ml-100k split files are {', '.join(FILE_SPLITS)}.")
         return kind, name
     try:
-        fraction = float(arg) if arg else 0.7
+        fraction = float(arg) if arg else (0.1 if kind in COLD_KINDS else 0.7)
     except ValueError:
         raise ConfigError(f"--split {spec!r}: {arg!r} is not a number; write e.g. {kind}:0.7.") from None
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"--split {spec!r}: the train share must be between 0 and 1 (exclusive).")
+        share = "held-out share" if kind in COLD_KINDS else "train share"
+        raise ConfigError(f"--split {spec!r}: the {share} must be between 0 and 1 (exclusive).")
     return kind, fraction
 
 
@@ -103,6 +106,10 @@ def _assign_sql(kind: str, arg, seed: int) -> str:
             f"(PARTITION BY user_id ORDER BY {_unit(seed, 'split')}) AS rn, count(*) OVER "
             f"(PARTITION BY user_id) AS n FROM {src})"
         )
+    if kind in COLD_KINDS:  # whole items (users) by a hash of their id: all their ratings to test
+        key = "item_id" if kind == "cold-items" else "user_id"
+        unit = f"(md5_number_lower(concat('{int(seed)}', ':{kind}:', {key})) >> 11) / 9007199254740992.0"
+        return f"SELECT *, CASE WHEN {unit} < {arg} THEN 'test' ELSE 'train' END AS part0 FROM {src}"
     if kind == "temporal":
         return (
             "SELECT user_id, item_id, rating, timestamp, CASE WHEN pr < "
