@@ -491,15 +491,30 @@ def recommend(
     run: Annotated[str, typer.Option("--run", help="Run id, a unique prefix of one, or 'latest'.")] = "latest",
     user: Annotated[int, typer.Option("--user", "-u", help="The user id to recommend for.")] = ...,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    ratings: Annotated[
+        Path | None,
+        typer.Option(help="A CSV of item_id,rating: fold in a user the run has not seen (or re-fold a known one) "
+                     "from these ratings, with the run's item side frozen."),
+    ] = None,
+    rate: Annotated[
+        list[str] | None, typer.Option(help="ITEM=STARS (repeatable): ratings to fold the user in from, like --ratings.")
+    ] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
-    """Top-K items for a user, leaving out what they rated in the run's training data."""
+    """Top-K items for a user, leaving out what they rated in the run's training data (or, with
+    --ratings / --rate, for a user folded in from a few ratings)."""
     from bonmf_pipe.evaluation import recommend as top_items
+    from bonmf_pipe.evaluation.foldin import parse_rate, read_ratings_file, recommend_new_user
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.render import render_recommendations
 
     with library_call():
-        render_recommendations(top_items(Store.open(store), run, user, k), run, user)
+        if ratings is not None or rate:
+            given_ratings = {**(read_ratings_file(ratings) if ratings is not None else {}), **parse_rate(rate or [])}
+            table = recommend_new_user(Store.open(store), run, user, given_ratings, k)
+        else:
+            table = top_items(Store.open(store), run, user, k)
+        render_recommendations(table, run, user)
 
 
 # --- the main job ---------------------------------------------------------------------------

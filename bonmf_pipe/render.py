@@ -269,6 +269,8 @@ def render_recommendations(table: pa.Table, run: str, user: int) -> None:
     for r in table.to_pylist():
         t.add_row(str(r["rank"]), str(r["item_id"]), escape(r["title"] or "?"), str(r["year"] or ""), f"{r['score']:.3f}")
     console.print(t)
+    if b"note" in meta:
+        console.print(escape(meta[b"note"].decode()))
 
 
 def render_sample_summary(summary) -> None:

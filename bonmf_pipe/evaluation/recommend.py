@@ -42,7 +42,8 @@ def recommend(store: Store, run_id: str, user_id: int, k: int = 10) -> pa.Table:
         raise ConfigError(
             f"User {user_id} has no training ratings in run {run_id}, so the model has no embedding "
             f"for them. Pick one of its {user_ids.size:,} trained users (ids {user_ids.min()}..{user_ids.max()}), "
-            "e.g. from `bonmf-pipe sql \"SELECT DISTINCT user_id FROM ratings LIMIT 10\"`."
+            "e.g. from `bonmf-pipe sql \"SELECT DISTINCT user_id FROM ratings LIMIT 10\"`. "
+            "Or fold them in from a few of their ratings: --ratings FILE (item_id,rating rows) or --rate ITEM=STARS."
         )
     item_ids = np.asarray(scorer.item_ids, dtype=np.int64)
     scores = np.asarray(scorer.score_items(np.array([user_id], dtype=np.int64)), dtype=np.float64)[0]
