@@ -162,17 +162,20 @@ def stream_part(
         pending.append(t)
         rows += t.num_rows
         if rows >= buffer_rows:
-            yield _emit(pending, rng)
-            pending, rows = [], 0
+            table, pending, rows = _emit(pending, rng), [], 0
+            yield table  # the row groups it was built from are released before it is used
     if pending:
-        yield _emit(pending, rng)
+        table, pending = _emit(pending, rng), []
+        yield table
 
 
 def _emit(pending: list[pa.Table], rng: np.random.Generator | None) -> pa.Table:
-    t = pa.concat_tables(pending).combine_chunks()
+    """One table of the buffered row groups, permuted when ``rng`` is given: the permutation
+    gathers straight from the row groups (no intermediate contiguous copy)."""
+    t = pa.concat_tables(pending)
     if rng is not None:
-        t = t.take(pa.array(rng.permutation(t.num_rows)))
-    return t
+        return t.take(pa.array(rng.permutation(t.num_rows)))
+    return t.combine_chunks()
 
 
 def tensor_batches(
