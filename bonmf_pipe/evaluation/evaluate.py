@@ -225,6 +225,10 @@ def _ranking_rows(protocol: str, subset: str, acc: M.RankingSums) -> list[dict]:
 # -- the full-catalogue protocol -------------------------------------------------------------
 def _full_catalogue(store, con, files, run_id, train_counts, s: EvalSettings, report: Reporter, notes) -> list[dict]:
     scorer = load_scorer(store, run_id)
+    new_items = getattr(scorer, "new_items", 0)  # test doubles of the scorer may not say
+    if new_items:
+        notes.append(f"full catalogue: {new_items:,} item(s) ingested after run {run_id} trained are ranked "
+                     "too, scored from their current side vectors through the unknown item ID (no retraining).")
     item_ids = np.asarray(scorer.item_ids, dtype=np.int64)  # sorted: the scorer's id map
     n_train = ids.lookup_values(*train_counts, item_ids, default=0)
     subset_cols = _subset_masks(n_train, s.cold_max_train_ratings)

@@ -27,7 +27,7 @@ from bonmf_pipe.errors import ConfigError, InputError
 from bonmf_pipe.evaluation import streams
 from bonmf_pipe.evaluation.evaluate import resolve_run_id
 from bonmf_pipe.evaluation.metrics import topk_columns
-from bonmf_pipe.evaluation.recommend import _with_titles
+from bonmf_pipe.evaluation.recommend import _with_titles, new_items_note
 from bonmf_pipe.featurestore.runs import read_run_config
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.trainer import Scorer, load_scorer
@@ -188,4 +188,6 @@ def recommend_new_user(store: Store, run_id: str, user_id: int, ratings: dict[in
     table = _with_titles(store, scorer.item_ids[top], scores[top])
     note = (f"user {user_id} folded in from {user.n_ratings} rating(s) in {user.seconds:.2f} s "
             f"(fit RMSE {user.fit_rmse:.3f}); the run's item side is unchanged")
+    if scorer.new_items:
+        note += "; " + new_items_note(scorer.new_items, run_id)
     return table.replace_schema_metadata({"run_id": run_id, "user_id": str(int(user_id)), "note": note})

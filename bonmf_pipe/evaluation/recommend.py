@@ -51,7 +51,15 @@ def recommend(store: Store, run_id: str, user_id: int, k: int = 10) -> pa.Table:
     top = topk_columns(scores[None, :], k)[0]
     top = top[np.isfinite(scores[top])]
     table = _with_titles(store, item_ids[top], scores[top])
-    return table.replace_schema_metadata({"run_id": run_id, "user_id": str(int(user_id))})
+    meta = {"run_id": run_id, "user_id": str(int(user_id))}
+    if scorer.new_items:
+        meta["note"] = new_items_note(scorer.new_items, run_id)
+    return table.replace_schema_metadata(meta)
+
+
+def new_items_note(n: int, run_id: str) -> str:
+    return (f"{n:,} item(s) ingested after run {run_id} trained are scored from their current side vectors "
+            "through the unknown item ID (no retraining).")
 
 
 def _rated_in_training(store: Store, split_id: str, user_id: int) -> np.ndarray:

@@ -29,6 +29,7 @@ class Scorer:
         self.lo, self.hi = lo, hi
         self.device = device
         self.config = config
+        self.new_items = 0  # items ingested after the run trained (scored from content alone)
         self.user_ids: np.ndarray = maps.user_ids
         self.item_ids: np.ndarray = maps.item_ids  # every item of the items table
         users = torch.arange(maps.n_users, device=device)  # row 0 = unknown user
@@ -82,6 +83,7 @@ def load_scorer(store: Store, run_id: str, device: str = "cpu") -> Scorer:
     s = settings_from_json(config["effective"])
     dev = torch.device(device)
     maps = data.IdMaps(*(tensors[f"maps/{k}"].numpy() for k in ("user_ids", "item_ids", "item_index")))
+    maps, new_items = _with_new_items(store, maps)
     sides = {}
     for m in s.features:
         key = config["features"][m]["key"]
@@ -92,4 +94,19 @@ def load_scorer(store: Store, run_id: str, device: str = "cpu") -> Scorer:
     # the final checkpoint's model/ tensors are the weights the run kept (its best epoch with early stopping)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     lo, hi = config["rating_range"]
-    return Scorer(model.to(dev), maps, lo, hi, dev, runs.read_run_config(store, folder.name))
+    scorer = Scorer(model.to(dev), maps, lo, hi, dev, runs.read_run_config(store, folder.name))
+    scorer.new_items = new_items
+    return scorer
+
+
+def _with_new_items(store: Store, maps: data.IdMaps) -> tuple[data.IdMaps, int]:
+    """The run's id maps plus the items ingested after it trained (unknown ID 0: they are
+    scored from their current side vectors alone), and how many those are."""
+    current = store.read_table("items", columns=["item_id"]).column(0).to_numpy().astype(np.int64)
+    new = np.setdiff1d(current, maps.item_ids)
+    if not new.size:
+        return maps, 0
+    item_ids = np.union1d(maps.item_ids, new)
+    index = np.zeros(len(item_ids), dtype=np.int64)
+    index[np.isin(item_ids, maps.item_ids)] = maps.item_index
+    return data.IdMaps(maps.user_ids, item_ids, index), int(new.size)

@@ -4,11 +4,18 @@ reproduces what training learned for them; new users get top-K lists from a few 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
+from bonmf_pipe.cli import app
 from bonmf_pipe.errors import ConfigError, InputError
+from bonmf_pipe.evaluation import recommend
 from bonmf_pipe.evaluation.foldin import fold_in, parse_rate, read_ratings_file, recommend_new_user, score_folded
+from bonmf_pipe.featurestore.features import load_feature_matrix, resolve_feature_set, text_content_hash
+from bonmf_pipe.featurestore.schema import ITEMS
 from bonmf_pipe.trainer import TrainSettings, load_scorer, read_run_config, split_dataset, train
+from tests.trainer.conftest import build_store, write_feature_set
 
 
 def _known_ratings(store, run_id) -> dict[int, dict[int, float]]:
@@ -97,10 +104,6 @@ def test_fold_in_inputs_are_checked(trained, tmp_path):
 
 
 def test_recommend_cli_folds_in_a_new_user(trained):
-    from typer.testing import CliRunner
-
-    from bonmf_pipe.cli import app
-
     store, run_id = trained
     items = load_scorer(store, run_id).item_ids[:3].tolist()
     argv = ["recommend", "--run", run_id, "--user", "777777", "-k", "4", "--store", str(store.root),
@@ -112,3 +115,38 @@ def test_recommend_cli_folds_in_a_new_user(trained):
     assert bad.exit_code == 1 and "not in the run's catalogue" in bad.output
     plain = CliRunner().invoke(app, ["recommend", "--run", run_id, "--user", "777777", "--store", str(store.root)])
     assert plain.exit_code == 1 and "no training ratings" in plain.output
+
+
+def test_items_ingested_after_training_are_scored_from_their_content(tmp_path):
+
+    store = build_store(tmp_path / "store")
+    run = train(store, TrainSettings(model="bonmf", epochs=10, batch_size=128, device="cpu", seed=1))
+    before = load_scorer(store, run.run_id)
+    assert before.new_items == 0
+    # three movies arrive: two with the text of the run's best and worst item for a user, one a copy of the first
+    user = int(before.user_ids[0])
+    known = before.score_items(np.array([user]))[0]
+    best, worst = int(before.item_ids[np.argmax(known)]), int(before.item_ids[np.argmin(known)])
+    items = store.read_table("items")
+    fs = resolve_feature_set(store, "text")
+    old_vec, _ = load_feature_matrix(store, fs, items.column("item_id").to_numpy())
+    source = {9001: best, 9002: worst, 9003: best}
+    ids_old = items.column("item_id").to_pylist()
+    rows = [r for r in items.to_pylist() if r["item_id"] in source.values()]
+    new_rows = [{**next(r for r in rows if r["item_id"] == src), "item_id": new, "title": f"new {new}",
+                 "text": f"movie {src}", "poster_path": None, "poster_sha256": None} for new, src in source.items()]
+    with store.writer("items", ITEMS) as w:
+        w.write(pa.concat_tables([items, pa.Table.from_pylist(new_rows, schema=items.schema)]))
+        w.commit()
+    vec = np.concatenate([old_vec, old_vec[[ids_old.index(s) for s in source.values()]]])
+    all_ids = ids_old + list(source)
+    texts = [r["text"] for r in items.to_pylist()] + [r["text"] for r in new_rows]
+    write_feature_set(store, "text", fs.key, all_ids, [text_content_hash(t) for t in texts], vec)
+
+    after = load_scorer(store, run.run_id)
+    assert after.new_items == 3
+    s = after.predict(np.full(3, user), np.array(list(source)))
+    assert s[0] == pytest.approx(s[2], abs=1e-5)  # same content, same score
+    assert s[0] > s[1]  # the content of the user's best item beats that of their worst
+    table = recommend(store, run.run_id, user, k=3)
+    assert b"3 item(s) ingested after run" in table.schema.metadata[b"note"]
