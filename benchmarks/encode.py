@@ -11,6 +11,7 @@ for texts is the forward pass; for posters the slower of forward-only and decode
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -120,7 +121,8 @@ def run(size: str, work: Path, path: Path = ML1M, posters: Path = ML1M_POSTERS) 
         store = str(work / f"store-encode-{items or 'all'}")
         ing = run_isolated("benchmarks.encode:ingest_step", path=str(data), posters=str(pics), store=store)
         out: dict[str, Any] = {"settings": {"catalogue": str(path), "items": ing["items"], "posters": ing["posters"],
-                                            "preset": "offline"}}
+                                            "preset": "offline"},
+                               "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
         for modality in ("text", "image"):
             e2e = run_isolated("benchmarks.encode:e2e_step", store=store, modality=modality)
             ceil = run_isolated("benchmarks.encode:ceiling_step", store=store, modality=modality)
@@ -140,6 +142,7 @@ def run(size: str, work: Path, path: Path = ML1M, posters: Path = ML1M_POSTERS) 
                 fig["distinct_batch_shapes"] = ceil["distinct_shapes"]
             out[modality] = fig
         cached = run_isolated("benchmarks.encode:cached_step", store=store)
+        out["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
         out["cached_rerun"] = {"seconds": round(cached["seconds"], 2), "models_loaded": cached["models_loaded"],
                                "items_skipped": cached["skipped"]}
         return out

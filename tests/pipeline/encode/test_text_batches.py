@@ -1,4 +1,4 @@
-"""Texts: tokenized once, padded on the device to widths in multiples of 8, same vectors as before."""
+"""Texts: tokenized once, padded on the device (to widths in multiples of 8 on CUDA), same vectors as before."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def _previous_path(encoder: TextEncoder, texts: list[str], batch_size: int) -> n
     return out
 
 
-def test_device_padding_gives_the_previous_vectors(ml_1m, minilm):
+@pytest.mark.parametrize("multiple", [1, PAD_MULTIPLE])  # the CPU's exact widths; CUDA's multiples of 8
+def test_device_padding_gives_the_previous_vectors(ml_1m, minilm, multiple, monkeypatch):
+    monkeypatch.setattr(minilm, "pad_multiple", multiple)
     texts = _texts(ml_1m, 300)
     todo = pa.table({"item_id": np.arange(1000, 1000 + len(texts)), "content_hash": [f"h{i}" for i in range(len(texts))],
                      "input": texts})
@@ -75,7 +77,9 @@ def test_device_padding_gives_the_previous_vectors(ml_1m, minilm):
     assert cos.min() >= 0.9999
 
 
-def test_batch_widths_are_few_multiples_of_eight(ml_1m, minilm):
+def test_batch_widths_are_few_multiples_of_eight_on_cuda(ml_1m, minilm, monkeypatch):
+    assert minilm.pad_multiple == 1 and minilm.width(17) == 17  # on the CPU: exact widths
+    monkeypatch.setattr(minilm, "pad_multiple", PAD_MULTIPLE)  # what a CUDA encoder uses
     assert [minilm.width(n) for n in (1, 8, 9, 17, 127, 128)] == [8, 8, 16, 24, 128, 128]
     tokens = minilm.tokenize(_texts(ml_1m, 4000))
     order = length_order(tokens, list(range(len(tokens))))
@@ -87,4 +91,5 @@ def test_batch_widths_are_few_multiples_of_eight(ml_1m, minilm):
 
 def test_a_width_never_exceeds_max_length(minilm, monkeypatch):
     monkeypatch.setattr(minilm, "max_length", 100)
+    monkeypatch.setattr(minilm, "pad_multiple", PAD_MULTIPLE)
     assert minilm.width(97) == 100 and minilm.width(100) == 100 and minilm.width(90) == 96
