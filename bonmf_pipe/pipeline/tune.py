@@ -208,6 +208,8 @@ class BestTrial:
     params: dict[str, Any]
     run_id: str | None
     split_id: str | None
+    model: str | None = None
+    features: tuple[str, ...] = ()
 
 
 @dataclass
@@ -401,8 +403,9 @@ def _best(study: optuna.Study, name: str) -> BestTrial | None:
     if not done:
         return None
     t = min(done, key=lambda t: (t.value, t.number))
+    base = study.user_attrs.get("settings", {}).get("base", {})
     return BestTrial(name, t.number, float(t.value), dict(t.params), t.user_attrs.get("run_id"),
-                     t.user_attrs.get("split_id"))
+                     t.user_attrs.get("split_id"), base.get("model"), tuple(base.get("features") or ()))
 
 
 @contextmanager
@@ -487,9 +490,15 @@ def load_params(store: Store, spec: str, settings: TrainSettings) -> ParamsChoic
     if spec == "best" or spec.startswith("best:"):
         study = spec[5:] or default_study_name(settings.model, settings.features, settings.split, settings.seed)
         best = best_trial(store, study)
+        if best.model is not None and best.model != settings.model:
+            raise ConfigError(
+                f"--params {spec}: study {best.study!r} tuned {best.model}, not {settings.model}; "
+                f"train with --model {best.model}, or tune {settings.model} first."
+            )
         return ParamsChoice(_checked(best.params, spec), {
             "source": "study", "spec": spec, "study": best.study, "trial": best.trial, "valid_rmse": best.valid_rmse,
             "tuned_run_id": best.run_id, "split_id": best.split_id, "storage": str(storage_path(store, study)),
+            "tuned_model": best.model, "tuned_features": list(best.features),
         })
     path = Path(spec).expanduser()
     try:

@@ -110,6 +110,8 @@ def test_best_params_train_a_run_that_records_its_source(tuned, tmp_path):
     assert from_file.params == choice.params and from_file.source["source"] == "file"
     assert record_params(store, run.run_id, from_file).exists()
     assert load_params(store, f"best:{result.study}", TrainSettings()).params == choice.params
+    with pytest.raises(ConfigError, match="tuned bonmf, not svd"):
+        load_params(store, f"best:{result.study}", TrainSettings(model="svd"))
 
 
 def test_params_errors_say_what_to_do(tuned, tmp_path):
