@@ -171,6 +171,8 @@ class TuneSettings:
             raise ConfigError(f"--timeout must be positive seconds (got {self.timeout}).")
         if self.startup_trials < 0 or self.warmup_epochs < 0:
             raise ConfigError("startup_trials and warmup_epochs must be >= 0.")
+        if self.study is not None and _safe(self.study) != self.study:
+            raise ConfigError(f"--study {self.study!r}: use letters, digits, '-', '_', '.' or '+' (at most 100).")
         s = self.base()
         if s.valid_fraction <= 0:
             raise ConfigError("tune scores trials on the validation slice: valid_fraction must be above 0.")

@@ -126,6 +126,8 @@ def test_params_errors_say_what_to_do(tuned, tmp_path):
         load_params(store, str(tmp_path / "missing.json"), TrainSettings())
     with pytest.raises(ConfigError, match="--trials"):
         TuneSettings(trials=0)
+    with pytest.raises(ConfigError, match="--study"):
+        TuneSettings(study="../elsewhere")
     with pytest.raises(ConfigError, match="--space"):
         TuneSettings(space=("colour",))
     with pytest.raises(ConfigError, match="valid_fraction"):
