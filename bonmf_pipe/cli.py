@@ -27,6 +27,7 @@ from bonmf_pipe.evaluation import EvalSettings
 from bonmf_pipe.pipeline.ablate import AblateSettings
 from bonmf_pipe.pipeline.demo import DemoSettings
 from bonmf_pipe.pipeline.encode import EncodeSettings
+from bonmf_pipe.pipeline.features_import import ImportSettings
 from bonmf_pipe.pipeline.ingest import IngestSettings
 from bonmf_pipe.pipeline.sample import SampleSettings
 from bonmf_pipe.pipeline.tune import TuneSettings
@@ -515,6 +516,55 @@ def recommend(
         else:
             table = top_items(Store.open(store), run, user, k)
         render_recommendations(table, run, user)
+
+
+# --- feature sets: import your own vectors, coverage ------------------------------------------
+
+features_app = typer.Typer(
+    help="Feature sets: import your own item vectors; how many items each feature set covers.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("import")
+def features_import(
+    path: Annotated[Path, typer.Argument(help=field_docs(ImportSettings)["path"])],
+    name: Annotated[str, option(ImportSettings, "name")] = ...,
+    key_column: Annotated[str, option(ImportSettings, "key_column")] = ImportSettings.key_column,
+    vector_column: Annotated[str | None, option(ImportSettings, "vector_column")] = ImportSettings.vector_column,
+    ids: Annotated[Path | None, option(ImportSettings, "ids")] = ImportSettings.ids,
+    provenance: Annotated[str, option(ImportSettings, "provenance")] = ImportSettings.provenance,
+    dtype: Annotated[str, option(ImportSettings, "dtype")] = ImportSettings.dtype,
+    store: StoreOpt = DEFAULT_STORE,
+) -> None:
+    """Import item vectors (Parquet, .npy + ids, CSV) as the feature set NAME; bad rows go to rejects."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.features_import import import_features
+
+    with library_call():
+        settings = ImportSettings(path=path, name=name, key_column=key_column, vector_column=vector_column, ids=ids,
+                                  provenance=provenance, dtype=dtype)
+        with progress_renderer() as progress:
+            r = import_features(Store.open(store), settings, progress=progress)
+        if r.unchanged:
+            console.print(f"{escape(r.name)}: {escape(str(path))} was imported before as {r.key}; nothing to do.")
+        else:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(r.reasons.items()))
+            console.print(f"{escape(r.name)}: {r.rows:,} vectors of {r.dim} dims stored as {r.key} in {r.seconds:.1f} s"
+                          + (f"; {r.rejected:,} rows to rejects ({escape(why)})" if r.rejected else ""))
+            console.print(f"next: bonmf-pipe train --features text,image,{escape(r.name)}")
+
+
+@features_app.command("coverage")
+def features_coverage(store: StoreOpt = DEFAULT_STORE) -> None:
+    """Per feature set (the newest of each name): items with and without a current vector."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.featurestore.sql import query as run_query
+    from bonmf_pipe.render import render_query_result
+
+    with library_call():
+        render_query_result(run_query(Store.open(store), "SELECT * FROM coverage ORDER BY feature_set"), "table", None)
 
 
 # --- the main job ---------------------------------------------------------------------------

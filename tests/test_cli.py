@@ -16,6 +16,7 @@ from bonmf_pipe.evaluation import EvalSettings
 from bonmf_pipe.pipeline.ablate import AblateSettings
 from bonmf_pipe.pipeline.demo import DemoSettings
 from bonmf_pipe.pipeline.encode import EncodeSettings
+from bonmf_pipe.pipeline.features_import import ImportSettings
 from bonmf_pipe.pipeline.ingest import IngestSettings
 from bonmf_pipe.pipeline.sample import SampleSettings
 from bonmf_pipe.pipeline.tune import TuneSettings
@@ -108,6 +109,8 @@ DEFAULT_CASES = [
     (["ablate"], "bonmf_pipe.pipeline.ablate", "ablate", lambda: AblateSettings()),
     (["tune"], "bonmf_pipe.pipeline.tune", "tune", lambda: TuneSettings()),
     (["demo"], "bonmf_pipe.pipeline.demo", "run_demo", lambda: DemoSettings()),
+    (["features", "import", "x.parquet", "--name", "mine"], "bonmf_pipe.pipeline.features_import", "import_features",
+     lambda: ImportSettings(path=Path("x.parquet"), name="mine")),
 ]
 
 

@@ -29,7 +29,7 @@ from bonmf_pipe.featurestore.duck import fetch_arrow, sql_list
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store
 
-MODALITIES = ("text", "image")
+MODALITIES = ("text", "image")  # what ``encode`` computes; other feature-set names are imported vectors
 
 
 def text_content_hash(text: str) -> str:
@@ -59,6 +59,19 @@ def feature_dir(store: Store, modality: str, key: str) -> Path:
     return store.features_dir / modality / key
 
 
+def feature_names(store: Store) -> list[str]:
+    """Every feature-set name in the store: the encoder modalities, then imported names (sorted)."""
+    base = store.features_dir
+    found = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    return [*MODALITIES, *(n for n in found if n not in MODALITIES)]
+
+
+def is_imported(modality: str) -> bool:
+    """Imported vectors (``features import``) belong to item ids, not to the items' current
+    content: every row of theirs is current."""
+    return modality not in MODALITIES
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     modality: str
@@ -74,7 +87,7 @@ class FeatureSet:
 def feature_sets(store: Store, modality: str | None = None) -> list[FeatureSet]:
     """Every feature set in the store (optionally of one modality), newest first."""
     out: list[FeatureSet] = []
-    for mod in (modality,) if modality else MODALITIES:
+    for mod in (modality,) if modality else feature_names(store):
         base = store.features_dir / mod
         if not base.exists():
             continue
@@ -100,6 +113,11 @@ def feature_sets(store: Store, modality: str | None = None) -> list[FeatureSet]:
 def resolve_feature_set(store: Store, modality: str, key: str | None = None) -> FeatureSet:
     """The feature set named by ``key`` (a full key or a unique prefix), else the newest."""
     sets = feature_sets(store, modality)
+    if not sets and is_imported(modality):
+        raise StoreError(
+            f"The store at {store.root} has no feature set named '{modality}'. Import one with `bonmf-pipe "
+            f"features import FILE --name {modality}`, or use one of: {', '.join(feature_names(store))}."
+        )
     if not sets:
         raise StoreError(
             f"The store at {store.root} has no {modality} features. Run `bonmf-pipe encode "
@@ -157,14 +175,14 @@ def load_feature_matrix(
         return out, found
     con = duckdb.connect(":memory:")
     try:
-        con.register("cur", current_hashes(store, feature_set.modality))
         con.register("wanted", pa.table({"item_id": pa.array(item_ids, pa.int64()), "pos": np.arange(len(item_ids))}))
-        rel = con.sql(
-            "SELECT w.pos, any_value(f.vector) AS vector FROM wanted w "
-            "JOIN cur c USING (item_id) "
-            f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash "
-            "GROUP BY w.pos ORDER BY w.pos"
-        )
+        if is_imported(feature_set.modality):  # vectors of item ids, whatever the items' content
+            match = f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = w.item_id "
+        else:
+            con.register("cur", current_hashes(store, feature_set.modality))
+            match = ("JOIN cur c USING (item_id) "
+                     f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash ")
+        rel = con.sql(f"SELECT w.pos, any_value(f.vector) AS vector FROM wanted w {match}GROUP BY w.pos ORDER BY w.pos")
         table = fetch_arrow(rel)
     finally:
         con.close()

@@ -3,7 +3,8 @@
 | view | what | from |
 | --- | --- | --- |
 | one per table (``items``, ``users``, ``ratings``, ``tags``, ``rejects``, ``split_<id>``, ...) | the table's rows | the store's snapshot |
-| ``text_features``, ``image_features`` | the newest feature set of the modality, current rows only (the item's content hash matches ``items``), one row per item: ``item_id, content_hash, vector, encoder_key`` | feature manifests |
+| ``text_features``, ``image_features``, ``<name>_features`` | the newest feature set of the modality or imported name, current rows only (the item's content hash matches ``items``; for imported vectors, every row of a known item), one row per item: ``item_id, content_hash, vector, encoder_key`` | feature manifests |
+| ``coverage`` | per feature-set name (its newest set): ``feature_set, encoder_key, dim, items, with_vector, without_vector`` | feature manifests, ``items`` |
 | ``features`` | every feature set, every row (stale ones too): ``modality, encoder_key, item_id, content_hash, vector`` | feature manifests |
 | ``runs``, ``metrics``, ``predictions``, ``evaluations`` | one row per run; per-epoch rows; test predictions; evaluation metric rows (each with ``run_id``) | ``runs/<run-id>/`` files |
 | ``ablations`` | every ablation's comparison rows, with ``ablation_id`` | ``ablations/<id>/`` files |
@@ -20,7 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bonmf_pipe.featurestore.features import MODALITIES, FeatureSet, feature_sets, text_content_hash_sql
+from bonmf_pipe.featurestore.features import (
+    FeatureSet, feature_names, feature_sets, is_imported, text_content_hash_sql,
+)
 from bonmf_pipe.featurestore.duck import sql_list, sql_literal
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.runs import EPOCHS, PREDICTIONS, SUMMARY
@@ -71,6 +74,11 @@ def current_features_sql(store: Store, fs: FeatureSet) -> str | None:
     if not files or not store.has_table("items") or not store.table_files("items"):
         return None
     items = sql_list(store.table_files("items"))
+    if is_imported(fs.modality):  # imported vectors belong to item ids: every row of a known item is current
+        return (
+            f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
+            f"FROM read_parquet({sql_list(files)}) f SEMI JOIN read_parquet({items}) c USING (item_id)"
+        )
     hash_expr = text_content_hash_sql("text") if fs.modality == "text" else "poster_sha256"
     return (
         f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
@@ -83,11 +91,20 @@ def current_features_sql(store: Store, fs: FeatureSet) -> str | None:
 def feature_views(store: Store) -> dict[str, str]:
     views: dict[str, str] = {}
     sets = feature_sets(store)
-    for modality in MODALITIES:
+    coverage = []
+    for modality in feature_names(store):
         newest = next((fs for fs in sets if fs.modality == modality), None)
         sql = current_features_sql(store, newest) if newest else None
         if sql:
             views[f"{modality}_features"] = sql
+            coverage.append(
+                f"SELECT {sql_literal(modality)} AS feature_set, {sql_literal(newest.key)} AS encoder_key, "
+                f"{newest.dim} AS dim, n.items, count(f.item_id) AS with_vector, n.items - count(f.item_id) AS "
+                f"without_vector FROM (SELECT count(*) AS items FROM read_parquet({sql_list(store.table_files('items'))})) n "
+                f"LEFT JOIN ({sql}) f ON true GROUP BY n.items"
+            )
+    if coverage:  # per feature set (the newest of each name): items with and without a current vector
+        views["coverage"] = " UNION ALL ".join(coverage)
     parts = [
         f"SELECT {sql_literal(fs.modality)} AS modality, {sql_literal(fs.key)} AS encoder_key, item_id, content_hash, vector "
         f"FROM read_parquet({sql_list(files)})"
