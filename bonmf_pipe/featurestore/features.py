@@ -16,6 +16,7 @@ every process (and any scheduler) computes alike.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,12 @@ from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store
 
 MODALITIES = ("text", "image")  # what ``encode`` computes; other feature-set names are imported vectors
+FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a feature set's name: a folder, a view, a module key
+
+
+def is_feature_name(name: str) -> bool:
+    """Lower-case letters, digits and '_', starting with a letter, at most 40 characters."""
+    return bool(FEATURE_NAME.match(name or ""))
 
 
 def text_content_hash(text: str) -> str:

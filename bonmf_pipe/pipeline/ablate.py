@@ -28,13 +28,14 @@ import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.evaluation import EvalSettings, evaluate_run
+from bonmf_pipe.featurestore.features import is_feature_name
 from bonmf_pipe.featurestore.runs import EPOCHS
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import ABLATIONS_DIR
 from bonmf_pipe.pipeline.ablate_report import K, RESULT_SCHEMA, RESULTS, plot, summarize, write_results
 from bonmf_pipe.pipeline.tune import TuneSettings, tune
 from bonmf_pipe.progress import ProgressCallback, Reporter
-from bonmf_pipe.trainer import FEATURES, MODELS, TrainSettings, read_run_config, run_dir, train
+from bonmf_pipe.trainer import MODELS, TrainSettings, read_run_config, run_dir, train
 
 __all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features"]
 
@@ -87,9 +88,10 @@ def parse_features(spec: str) -> tuple[str, ...]:
     if spec.strip().lower() in ("none", ""):
         return ()
     parts = tuple(p.strip() for p in spec.replace(",", "+").split("+"))
-    bad = [p for p in parts if p not in FEATURES]
+    bad = [p for p in parts if not is_feature_name(p)]
     if bad:
-        raise ConfigError(f"--features {spec!r}: {', '.join(bad)} unknown; use none, text, image or text+image.")
+        raise ConfigError(f"--features {spec!r}: {', '.join(bad)} is no feature-set name; use none, text, image, "
+                          "text+image or names imported with `bonmf-pipe features import`.")
     return tuple(dict.fromkeys(parts))
 
 

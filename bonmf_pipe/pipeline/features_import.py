@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, InputError
 from bonmf_pipe.featurestore import ids as idmap
-from bonmf_pipe.featurestore.features import MODALITIES, feature_dir
+from bonmf_pipe.featurestore.features import MODALITIES, feature_dir, is_feature_name
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.pipeline.encode.shards import FeatureWriter, append_rejects
@@ -45,7 +45,6 @@ from bonmf_pipe.progress import ProgressCallback, Reporter
 STAGE = "features-import"
 KEY_COLUMNS = ("item_id", "movieId", "imdbId", "tmdbId")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".csv": "csv"}
-NAME_RULE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 KEY_VERSION = 1
 
 
@@ -74,7 +73,7 @@ class ImportSettings:
     """Vectors per Parquet shard."""
 
     def __post_init__(self) -> None:
-        if not NAME_RULE.match(self.name or "") or self.name in MODALITIES:
+        if not is_feature_name(self.name) or self.name in MODALITIES:
             raise ConfigError(
                 f"--name {self.name!r}: use lower-case letters, digits and '_' (starting with a letter, at most 40), "
                 f"and not {' or '.join(MODALITIES)} (the encoder's own feature sets)."

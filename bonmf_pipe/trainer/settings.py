@@ -8,6 +8,7 @@ from typing import Any
 
 from bonmf_pipe import runtime
 from bonmf_pipe.errors import ConfigError
+from bonmf_pipe.featurestore.features import is_feature_name
 from bonmf_pipe.trainer.models import model_names, model_overrides
 
 MODELS = model_names()
@@ -32,7 +33,9 @@ class TrainSettings:
     """bonmf (IDs + text + poster vectors, MLP), nmf (the same network without side information),
     svd (biased matrix factorisation: global + user + item bias + dot product of factors)."""
     features: tuple[str, ...] = FEATURES
-    """Side information for bonmf: a subset of text, image; () = none. nmf and svd use none."""
+    """Side information for bonmf: feature-set names, each fused through its own projection and
+    missing-vector handling: text, image (``encode``'s) and any imported with ``features import``;
+    () = none. nmf and svd use none."""
     text_encoder: str | None = None
     """Encoder key (or unique prefix) of the text feature set; None = the newest in the store."""
     image_encoder: str | None = None
@@ -119,9 +122,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ConfigError(f"--model {self.model!r} is not one of {', '.join(MODELS)}.")
-        bad = [f for f in self.features if f not in FEATURES]
-        if bad:
-            raise ConfigError(f"--features: {', '.join(bad)} unknown; use text, image, both or none.")
+        bad = [f for f in self.features if not is_feature_name(f)]
+        if bad or len(set(self.features)) != len(self.features):
+            raise ConfigError(f"--features: {', '.join(bad) or 'a name given twice'}: name each feature set once: "
+                              "text, image or an imported name (`bonmf-pipe features coverage` lists them).")
         runtime.check_device_name(self.device)
         checks = [
             ("epochs", self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),

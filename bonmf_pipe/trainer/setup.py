@@ -66,7 +66,7 @@ def prepare(store: Store, s: TrainSettings, progress: ProgressCallback | None, c
         maps = data.build_id_maps(store, split_id, duckdb_memory_mb(s.memory_budget_mb))
     sides = {}
     for modality in s.features:
-        key = s.text_encoder if modality == "text" else s.image_encoder
+        key = {"text": s.text_encoder, "image": s.image_encoder}.get(modality)  # imported sets: the newest
         stats = (ckpt[f"side/{modality}/mean"].numpy(), ckpt[f"side/{modality}/std"].numpy()) if ckpt else None
         sides[modality] = data.load_side_features(store, modality, key, maps.item_ids, s.normalize, stats)
     n_train, mean, lo, hi = _rating_stats(dataset)
