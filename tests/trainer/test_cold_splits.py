@@ -68,3 +68,17 @@ def test_held_out_items_are_scored_through_the_unknown_id_from_their_content(sma
     assert np.ptp(pred) > 0.05
     result = evaluate_run(small_store, run.run_id, EvalSettings(ks=(5,), max_users=50))
     assert result.count("rmse", subset="unseen") == result.count("rmse", subset="all") > 0
+
+
+def test_cold_items_on_real_ml_latest_small(tmp_path, ml_latest_small):
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
+
+    store = Store.open(tmp_path / "store", create=True)
+    ingest(store, IngestSettings(path=ml_latest_small))
+    users, items, parts = _parts(store, make_split(store, "cold-items:0.1", seed=42))
+    assert len(parts) == 100_836
+    held = np.unique(items[parts == "test"])
+    assert np.intersect1d(held, items[parts != "test"]).size == 0
+    assert 0.08 < held.size / np.unique(items).size < 0.12  # ~10% of the 9,724 rated movies
+    assert 0.05 < (parts == "test").mean() < 0.2  # their ratings: a tenth of the ratings, give or take popularity
