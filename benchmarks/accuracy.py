@@ -209,6 +209,20 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def code_version() -> dict[str, Any]:
+    """The checkout's commit, and whether the package had uncommitted changes when measured."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bonmf_pipe"], cwd=root, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "package_changes_uncommitted": None}
+    return {"commit": head.stdout.strip(), "package_changes_uncommitted": bool(dirty.stdout.strip())}
+
+
 def run(size: str, work: Path, path: Path = ML_LATEST_SMALL, posters: Path | None = ML1M_POSTERS,
         seeds: int | None = None, jobs: int = 2) -> dict[str, Any]:
     n_seeds = seeds or SEEDS[size]
@@ -234,7 +248,7 @@ def run(size: str, work: Path, path: Path = ML_LATEST_SMALL, posters: Path | Non
                                  f"test items with < {COLD_MAX_TRAIN_RATINGS} ratings in the train part",
                      "project": "TrainSettings defaults on the CPU" + (" with epochs=2 (--smoke)" if epochs else ""),
                      "encoders": "offline preset", "jobs": jobs, "threads_per_job": 1,
-                     "encode_seconds": round(prep["encode_seconds"], 1)},
+                     "encode_seconds": round(prep["encode_seconds"], 1), "code": code_version()},
         "models": summary["models"],
         "paired": summary["paired"],
         "targets": targets(summary),
