@@ -104,7 +104,7 @@ class Param:
 
 
 # what --paper fixes (TrainSettings.effective), so a paper study never searches it
-PAPER_FIXED = ("l2", "dropout", "weight_decay", "projection_dim", "side_weight_decay", "side_lr_scale")
+PAPER_FIXED = ("l2", "dropout", "weight_decay", "projection_dim", "side_weight_decay", "side_lr_scale", "side_dropout")
 
 SPACE: tuple[Param, ...] = (
     Param("embedding_dim", "int", 8, 128, log=True, scope="model"),
@@ -116,6 +116,7 @@ SPACE: tuple[Param, ...] = (
     Param("projection_dim", "int", 8, 128, log=True, scope="sides"),
     Param("side_weight_decay", "float", 1e-6, 1e-1, log=True, scope="sides"),
     Param("side_lr_scale", "float", 0.05, 1.0, log=True, scope="sides"),
+    Param("side_dropout", "float", 0.0, 0.5, scope="sides"),
 )
 
 
