@@ -1,9 +1,11 @@
 """THE real-data check, on effects that hold across seeds rather than one seed's ordering:
 on ml-latest-small (random 70/30, CPU), BoNMF with text and poster vectors predicts cold
 items (fewer than 5 training ratings) at least 3% better than the project's svd on every
-seed, and is not worse than svd on all test rows beyond noise (measured on seeds 42-45 with
-the default settings: cold RMSE 4.6-6.4% below svd; test RMSE 0.0004-0.010 below, so a
-single-seed ordering on all rows would be noise, and is not asserted).
+seed, and has a lower mean test RMSE than svd over the seeds (issue 8's target). Measured
+with the default settings on seeds 42 and 43 (``python -m benchmarks --suite accuracy
+--quick``): cold RMSE 9.0% and 7.5% below svd, test RMSE 0.024 and 0.029 below, with a seed
+standard deviation of 0.004 for svd. (The earlier BoNMF was 0.0004-0.010 below svd on all
+rows: a single-seed ordering at that margin was noise, so none is asserted.)
 
 Kept cheap for CI (2 cores): two seeds, two variants, the default settings (so that neither
 model is cut short: early stopping ends each run).
@@ -20,7 +22,6 @@ from bonmf_pipe.trainer import TrainSettings, read_run_config
 
 SEEDS = 2
 COLD_GAIN = 0.03  # issue 8: cold-item RMSE at least 3% below svd
-NOISE = 0.005  # test RMSE: bonmf text+image may not be worse than svd by more than this on average
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,10 @@ def test_text_and_posters_help_cold_items_on_every_seed(real_ablation):
 
 
 @pytest.mark.slow
-def test_text_and_posters_do_not_hurt_overall(real_ablation):
+def test_text_and_posters_lower_the_mean_test_rmse(real_ablation):
     _, result = real_ablation
     svd, bonmf = result.summary_row("svd"), result.summary_row("bonmf", "text+image")
     assert bonmf["seeds"] == svd["seeds"] == SEEDS
-    assert bonmf["rmse_mean"] <= svd["rmse_mean"] + NOISE, result.markdown
+    assert bonmf["rmse_mean"] <= svd["rmse_mean"], result.markdown
     d = result.comparisons[0]["rmse"]
     assert d["low"] <= d["mean"] <= d["high"] and d["mean"] == pytest.approx(bonmf["rmse_mean"] - svd["rmse_mean"])
