@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import torch
@@ -29,6 +30,7 @@ from bonmf_pipe.evaluation.evaluate import resolve_run_id
 from bonmf_pipe.evaluation.metrics import topk_columns
 from bonmf_pipe.evaluation.recommend import _with_titles, new_items_note
 from bonmf_pipe.featurestore.runs import read_run_config
+from bonmf_pipe.featurestore.sql import fetch_arrow
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.trainer import Scorer, load_scorer
 
@@ -191,3 +193,57 @@ def recommend_new_user(store: Store, run_id: str, user_id: int, ratings: dict[in
     if scorer.new_items:
         note += "; " + new_items_note(scorer.new_items, run_id)
     return table.replace_schema_metadata({"run_id": run_id, "user_id": str(int(user_id)), "note": note})
+
+
+@dataclass
+class FoldInEval:
+    """New users scored two ways on the ratings they did not give: the unknown user the run
+    learned (no fold-in), and folded in from their first ``given`` ratings."""
+
+    given: int
+    users: int  # test users the run has no embedding for, with more than ``given`` ratings
+    rows: int  # their held-back ratings scored
+    rmse_unknown: float
+    rmse_folded: float
+    seconds_per_user: float
+
+
+def evaluate_fold_in(store: Store, run_id: str, given: int = 5, settings: FoldInSettings | None = None,
+                     max_users: int | None = None) -> FoldInEval:
+    """Fold in each test user the run never trained on (a ``cold-users`` split's held-out users)
+    from their ``given`` earliest test ratings, and score the rest of their test ratings."""
+    if given < 1:
+        raise ConfigError(f"given must be at least 1 (got {given}).")
+    run_id = resolve_run_id(store, run_id)
+    scorer = load_scorer(store, run_id)
+    files = streams.split_files(store, read_run_config(store, run_id)["split_id"])
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("known", pa.table({"user_id": pa.array(scorer.user_ids, pa.int64())}))
+        test = fetch_arrow(con.sql(
+            "SELECT user_id, item_id, rating FROM read_parquet($files) WHERE part = 'test' "
+            "AND user_id NOT IN (SELECT user_id FROM known) ORDER BY user_id, timestamp, item_id",
+            params={"files": [str(f) for f in files]},
+        ))
+    finally:
+        con.close()
+    users = test.column("user_id").to_numpy()
+    items = test.column("item_id").to_numpy()
+    stars = test.column("rating").to_numpy().astype(np.float64)
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(users)]])
+    picked = [(a, b) for a, b in zip(starts, ends) if b - a > given][: max_users or None]
+    err_unknown = err_folded = 0.0
+    rows, seconds = 0, 0.0
+    for a, b in picked:
+        user = fold_in(scorer, {int(i): float(r) for i, r in zip(items[a : a + given], stars[a : a + given])}, settings)
+        rest = slice(a + given, b)
+        folded = score_folded(scorer, user, items[rest]).astype(np.float64)
+        unknown = scorer.predict(users[rest], items[rest]).astype(np.float64)
+        err_folded += float(((folded - stars[rest]) ** 2).sum())
+        err_unknown += float(((unknown - stars[rest]) ** 2).sum())
+        rows += b - a - given
+        seconds += user.seconds
+    n = max(rows, 1)
+    return FoldInEval(given, len(picked), rows, math.sqrt(err_unknown / n) if rows else math.nan,
+                      math.sqrt(err_folded / n) if rows else math.nan, seconds / max(len(picked), 1))

@@ -150,3 +150,15 @@ def test_items_ingested_after_training_are_scored_from_their_content(tmp_path):
     assert s[0] > s[1]  # the content of the user's best item beats that of their worst
     table = recommend(store, run.run_id, user, k=3)
     assert b"3 item(s) ingested after run" in table.schema.metadata[b"note"]
+
+
+def test_fold_in_protocol_on_a_cold_users_split(tmp_path):
+    from bonmf_pipe.evaluation.foldin import evaluate_fold_in
+
+    store = build_store(tmp_path / "store", n_users=160)
+    run = train(store, TrainSettings(model="bonmf", split="cold-users:0.25", epochs=15, batch_size=128,
+                                     early_stopping_patience=0, device="cpu", seed=2))
+    result = evaluate_fold_in(store, run.run_id, given=8)
+    assert result.users > 10 and result.rows > 100
+    # users are taste vectors the synthetic ratings follow: a few ratings reveal them
+    assert result.rmse_folded < result.rmse_unknown
