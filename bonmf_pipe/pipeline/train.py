@@ -51,5 +51,5 @@ def train_and_evaluate(
         given = given | chosen.keys()
     run = train(store, settings, progress, resume=resume, given=given)
     if choice is not None:
-        record_params(store, run.run_id, choice)
+        record_params(store, run.run_id, choice, overridden=choice.params.keys() - chosen.keys())
     return TrainedRun(run, evaluate_run(store, run.run_id, evaluation or EvalSettings(), progress))

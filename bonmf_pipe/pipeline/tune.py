@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +375,7 @@ def _identity(s: TuneSettings) -> dict[str, Any]:
     """What must not change when a study is resumed: the trials' base settings (but the
     device), the searched names, the sampler and pruner settings."""
     base = {k: v for k, v in settings_dict(s.base()).items() if k not in ("name", "device")}
+    base["features"] = list(s.base().effective().features)  # svd and nmf read none
     d = {"base": base, "space": [p.name for p in search_space(s.base(), s.space)],
          "startup_trials": s.startup_trials, "warmup_epochs": s.warmup_epochs}
     return json.loads(json.dumps(d, sort_keys=True, default=str))
@@ -541,13 +542,16 @@ def write_params_file(best: BestTrial, path: Path) -> Path:
     return Path(path)
 
 
-def record_params(store: Store, run_id: str, choice: ParamsChoice) -> Path:
-    """Write ``runs/<id>/params.json``: the overrides the run was trained with and their source."""
+def record_params(store: Store, run_id: str, choice: ParamsChoice, overridden: Collection[str] = ()) -> Path:
+    """Write ``runs/<id>/params.json``: the overrides the run was trained with, their source,
+    and (``overridden``: fields the user set explicitly) the tuned values it did not use."""
     folder = run_dir(store, run_id)
     if not folder.exists():
         raise StoreError(f"No run {run_id!r} in {store.root}; cannot record its params.")
+    skipped = set(overridden) & set(choice.params)
     path = folder / PARAMS_FILE
-    atomic_write_json(path, {**choice.source, "params": choice.params})
+    atomic_write_json(path, {**choice.source, "params": {k: v for k, v in choice.params.items() if k not in skipped},
+                             "not_used": {k: choice.params[k] for k in sorted(skipped)}})
     return path
 
 

@@ -108,7 +108,10 @@ def test_best_params_train_a_run_that_records_its_source(tuned, tmp_path):
     path = write_params_file(best_trial(store, result.study), tmp_path / "best.json")
     from_file = load_params(store, str(path), settings)
     assert from_file.params == choice.params and from_file.source["source"] == "file"
-    assert record_params(store, run.run_id, from_file).exists()
+    path = record_params(store, run.run_id, from_file, overridden=("lr", "epochs"))
+    recorded = json.loads(path.read_text())
+    assert recorded["source"] == "file" and "lr" not in recorded["params"]
+    assert recorded["not_used"] == {"lr": choice.params["lr"]}
     assert load_params(store, f"best:{result.study}", TrainSettings()).params == choice.params
     with pytest.raises(ConfigError, match="tuned bonmf, not svd"):
         load_params(store, f"best:{result.study}", TrainSettings(model="svd"))
