@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,8 +154,9 @@ def session(device: torch.device) -> Iterator[Dist]:
         backend = td.get_backend()
         if td.get_world_size() != w.size:
             raise ConfigError(f"the process group has {td.get_world_size()} processes but WORLD_SIZE is {w.size}.")
-    try:
-        yield Dist(w, backend, coll_device)
-    finally:
-        if owned:
-            td.destroy_process_group()
+    dist = Dist(w, backend, coll_device)
+    yield dist  # on an exception no clean-up: the others may sit in a collective; torchrun stops them
+    if owned:  # every rank done with its collectives, then the group goes (PyTorch's shutdown advice)
+        gc.collect()  # the DDP wrapper (a reference cycle) goes before its group, not at interpreter exit
+        dist.barrier()
+        td.destroy_process_group()
