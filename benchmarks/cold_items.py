@@ -9,7 +9,9 @@ comparison is the project's own ``ablate`` (same split per seed for every varian
 t-intervals of each BoNMF variant against the best ID-only model); this script adds the split
 sizes and writes ``benchmarks/results/cold-items-<machine>.json``.
 
-    .venv/bin/python -m benchmarks.cold_items --store /path/to/encoded/store [--seeds 3]
+    .venv/bin/python -m benchmarks.cold_items --store /path/to/encoded/store [--seeds 3] [--new-users]
+
+``--new-users`` adds the fold-in comparison on ``cold-users:0.1`` (``new_users``).
 
 ``--store`` names an ingested and encoded ml-latest-small store; it is copied into the work
 folder first (the ablation writes runs), so the original is only read. Without it the store
@@ -104,6 +106,32 @@ def report(store, folder: Path) -> dict[str, Any]:
     }
 
 
+def new_users(work: Path, seed: int = 42, given: tuple[int, ...] = (1, 5, 20)) -> dict[str, Any]:
+    """``cold-users:0.1``: svd and bonmf text+image trained without 10% of the users; each
+    held-out user scored by the unknown user and folded in from their earliest ``given``
+    ratings (``evaluate_fold_in``), on the rest of their ratings. Uses the work store."""
+    import torch
+
+    from bonmf_pipe.evaluation.foldin import evaluate_fold_in
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.trainer import TrainSettings, train
+
+    torch.set_num_threads(1)
+    store = Store.open(work / "cold-items" / "store")
+    out: dict[str, Any] = {"split": "cold-users:0.1", "seed": seed, "given": list(given), "models": {}}
+    for model, feats in (("svd", ()), ("bonmf", ("text", "image"))):
+        run = train(store, TrainSettings(model=model, features=feats, split="cold-users:0.1", seed=seed, device="cpu",
+                                         threads=1, name=f"cold-users-{model}"))
+        label = f"{model} {'+'.join(feats) or 'none'}"
+        out["models"][label] = {"run_id": run.run_id, "test_rmse_unknown_user": run.test_rmse, "fold_in": []}
+        for g in given:
+            e = evaluate_fold_in(store, run.run_id, given=g)
+            out["models"][label]["fold_in"].append(
+                {"given": g, "users": e.users, "rows": e.rows, "rmse_unknown": round(e.rmse_unknown, 4),
+                 "rmse_folded": round(e.rmse_folded, 4), "seconds_per_user": round(e.seconds_per_user, 4)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cold_items", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--work", type=Path, default=WORK_DIR)
     p.add_argument("--report", type=Path, help="only summarise this finished ablation folder (of --work's store)")
+    p.add_argument("--new-users", action="store_true",
+                   help="also the cold-users:0.1 fold-in comparison (into the results' new_users)")
     args = p.parse_args(argv)
     if args.report:
         from bonmf_pipe.featurestore import Store
@@ -121,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
         results = report(Store.open(args.work / "cold-items" / "store"), args.report)
     else:
         results = run(args.work, args.store, args.seeds, tuple(args.features.split(",")), args.epochs)
+    if args.new_users:
+        results["new_users"] = new_users(args.work)
+        for label, m in results["new_users"]["models"].items():
+            for f in m["fold_in"]:
+                print(f"{label}: fold-in from {f['given']} ratings RMSE {f['rmse_folded']} vs unknown user "
+                      f"{f['rmse_unknown']} ({f['users']} users)")
     path = write_results("cold-items", results, machine_info(), args.out)
     for c in results["comparisons"]:
         d = c["rmse"]
