@@ -29,7 +29,7 @@ from bonmf_pipe.pipeline.encode.registry import ModelSource, download_text_model
 from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime, resolve_runtime
 from bonmf_pipe.pipeline.encode.shards import STAGE, FeatureWriter, append_rejects, missing_inputs, reject_raw, rejected_inputs
 from bonmf_pipe.progress import ProgressCallback, Reporter
-from bonmf_pipe.runtime import world
+from bonmf_pipe.runtime import resolve_device, world
 
 UNITS = {"text": "texts", "image": "posters"}
 
@@ -135,6 +135,11 @@ def torchrun_shard(settings: EncodeSettings) -> EncodeSettings:
             f"--shard {i}/{n} under torchrun: each of the {w.size} processes already takes its own partition "
             f"(rank/world size, this one {w.rank}/{w.size}). Drop --shard, or run --shard without torchrun."
         )
+    device = resolve_device(settings.device)  # auto / cuda: this rank's GPU, cuda:LOCAL_RANK
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)  # so the encoders' "cuda" is that GPU, not GPU 0 for every rank
     return dataclasses.replace(settings, shard=(w.rank, w.size))
 
 
