@@ -376,7 +376,8 @@ def train(
                 Store.open(store), settings, progress=progress, resume=resume, given=given(ctx, TrainSettings),
                 params=params,
             )
-        render_train_result(result)
+        if result.evaluation is not None:  # under torchrun, rank 0 alone reports
+            render_train_result(result)
 
 
 @app.command()

@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
 from bonmf_pipe.pipeline.encode import EncodeSettings, encode
 from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
 from bonmf_pipe.pipeline.sample import SampleSettings, write_sample
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.runtime import world
 from bonmf_pipe.trainer import TrainSettings
 
 
@@ -64,6 +66,11 @@ class DemoResult:
 
 def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -> DemoResult:
     """sample (or ``path``) -> ingest -> encode -> ablation over ``seeds`` seeds; the stages' times."""
+    if world().size > 1:
+        raise ConfigError(
+            "demo runs in one process: start it without torchrun (train and encode are the commands "
+            "that use several processes)."
+        )
     report = Reporter(progress)
     t0 = time.perf_counter()
     stage_seconds: dict[str, float] = {}

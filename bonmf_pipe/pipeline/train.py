@@ -14,6 +14,7 @@ from bonmf_pipe.evaluation import EvalReport, EvalSettings, evaluate_run
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.pipeline.tune import load_params, record_params
 from bonmf_pipe.progress import ProgressCallback
+from bonmf_pipe.runtime import world
 from bonmf_pipe.trainer import RunResult, TrainSettings, train
 
 
@@ -22,7 +23,7 @@ class TrainedRun:
     """A finished run and its evaluation."""
 
     run: RunResult
-    evaluation: EvalReport
+    evaluation: EvalReport | None  # None on the ranks other than 0 under torchrun
 
 
 def train_and_evaluate(
@@ -40,7 +41,9 @@ def train_and_evaluate(
     ``given`` names the settings the user set explicitly; with ``resume``, the trainer refuses
     those that contradict the run being continued. ``params`` (``best``, ``best:STUDY`` or a
     JSON file) sets hyper-parameters from a tuning study, except those in ``given``; the run
-    records where they came from (``runs/<id>/params.json``).
+    records where they came from (``runs/<id>/params.json``). The evaluation's DuckDB memory
+    stays within ``settings.memory_budget_mb``. Under torchrun, rank 0 alone records and
+    evaluates.
     """
     given = frozenset(given)
     choice = None
@@ -50,6 +53,10 @@ def train_and_evaluate(
         settings = dataclasses.replace(settings, **chosen)
         given = given | chosen.keys()
     run = train(store, settings, progress, resume=resume, given=given)
+    if not world().is_main:
+        return TrainedRun(run, None)
     if choice is not None:
         record_params(store, run.run_id, choice, overridden=choice.params.keys() - chosen.keys())
-    return TrainedRun(run, evaluate_run(store, run.run_id, evaluation or EvalSettings(), progress))
+    evaluation = evaluation or EvalSettings()
+    evaluation = dataclasses.replace(evaluation, memory_limit_mb=max(16, min(evaluation.memory_limit_mb, settings.memory_budget_mb)))
+    return TrainedRun(run, evaluate_run(store, run.run_id, evaluation, progress))
