@@ -265,7 +265,7 @@ def evaluate_fold_in(store: Store, run_id: str, given: int = 5, settings: FoldIn
         unknown = scorer.predict(users[rest], items[rest]).astype(np.float64)
         err_folded += float(((folded - stars[rest]) ** 2).sum())
         err_unknown += float(((unknown - stars[rest]) ** 2).sum())
-        rows += b - a - given
+        rows += int(b - a - given)
         seconds += user.seconds
     n = max(rows, 1)
     return FoldInEval(given, len(picked), rows, math.sqrt(err_unknown / n) if rows else math.nan,
