@@ -239,26 +239,49 @@ def render_evaluation(report) -> None:
 
 
 def render_ablation(result) -> None:
-    from bonmf_pipe.pipeline.ablate import K
+    """Mean ± std per variant over the seeds, then each BoNMF variant minus the best ID-only
+    model, paired by seed, with its interval (per-seed rows are in results.md)."""
+    from bonmf_pipe.pipeline.ablate_report import COMPARED, K
 
-    t = Table(title=f"ablation {result.ablation_id} (split {result.split_id})")
-    cols = [("model", "model"), ("features", "features"), ("RMSE", "rmse"), ("MAE", "mae"),
-            (f"P@{K}", f"precision_at_{K}"), (f"NDCG@{K}", f"ndcg_at_{K}"), ("cold RMSE", "cold_rmse"),
-            ("unseen RMSE", "unseen_rmse"), ("fit s", "fit_seconds"), ("run", "run_id")]
+    seeds = len(result.split_ids) or 1
+    t = Table(title=f"ablation {result.ablation_id} ({seeds} seed{'s' if seeds > 1 else ''}, mean ± std)")
+    cols = [("RMSE", "rmse"), ("MAE", "mae"), (f"P@{K}", f"precision_at_{K}"), (f"NDCG@{K}", f"ndcg_at_{K}"),
+            ("cold RMSE", "cold_rmse"), ("unseen RMSE", "unseen_rmse"), ("fit s", "fit_seconds")]
+    t.add_column("variant")
     for head, _ in cols:
-        t.add_column(head, justify="left" if head in ("model", "features", "run") else "right")
-    for r in result.table.to_pylist():
-        t.add_row(*(_ablation_cell(c, r[c]) for _, c in cols))
+        t.add_column(head, justify="right")
+    for e in result.summary:
+        t.add_row(escape(e["variant"]), *(_mean_std(e[f"{c}_mean"], e[f"{c}_std"], 1 if c == "fit_seconds" else 4)
+                                          for _, c in cols))
     console.print(t)
+    if result.comparisons and seeds > 1:
+        c = Table(title="paired by seed: variant minus the best ID-only model (95% interval)")
+        for head in ("variant", "minus", *(f"{m.replace('_', ' ').replace('rmse', 'RMSE')} difference" for m in COMPARED)):
+            c.add_column(head, justify="left" if head in ("variant", "minus") else "right")
+        for comp in result.comparisons:
+            c.add_row(escape(comp["variant"]), escape(comp["reference"]), *(_difference(comp[m]) for m in COMPARED))
+        console.print(c)
     for note in result.notes:
         console.print(f"[yellow]{escape(str(note))}[/yellow]")
     console.print(f"wrote {escape(str(result.folder))}" + (f" (chart {result.plot.name})" if result.plot else ""))
 
 
-def _ablation_cell(col: str, v) -> str:
-    if col == "fit_seconds":
-        return f"{v:.1f}"
-    return _metric(v) if isinstance(v, float) else str(v)
+def _mean_std(mean: float, std: float, digits: int) -> str:
+    if mean is None or mean != mean:
+        return "-"
+    return f"{mean:.{digits}f}" if std is None or std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _difference(d: dict) -> str:
+    """``-0.0259 [-0.0295, -0.0223]``, green when significantly better, red when worse."""
+    if d["mean"] != d["mean"]:
+        return "-"
+    if d["low"] != d["low"]:
+        return f"{d['mean']:+.4f}"
+    text = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    if d["significant"]:
+        return f"[green]{text}[/green]" if d["mean"] < 0 else f"[red]{text}[/red]"
+    return text
 
 
 def render_recommendations(table: pa.Table, run: str, user: int) -> None:
