@@ -149,3 +149,27 @@ def test_output_that_is_not_a_terminal_is_not_cut(tmp_path):
     assert lines[0] == "epoch 1: started (100 ratings)"
     assert lines[1].startswith("epoch 1: 50/100 ratings")  # at most one line per interval
     assert lines[-1].startswith("epoch 1: done, 100 ratings in 30.0 s") and len(lines) == 3
+
+
+def test_tune_then_train_with_the_best_params(tmp_path):
+    """tune on the validation slice, then train --params best: the run trains with the best
+    trial's settings except what the command line says, and records where they came from."""
+    from tests.trainer.conftest import build_store
+
+    store = build_store(tmp_path / "s", n_users=40, n_items=30, per_user=15)
+    common = ["--model", "svd", "--epochs", "3", "--device", "cpu", "--store", str(store.root)]
+    out = runner.invoke(app, ["tune", "--trials", "2", *common])
+    assert out.exit_code == 0, out.output
+    assert "study svd-random0.7-s42" in out.output and "next: bonmf-pipe train --params best:svd-random0.7-s42" in out.output
+    best = json.loads(runner.invoke(app, ["sql", "SELECT params FROM tuning WHERE is_best", "-f", "json",
+                                          "--store", str(store.root)]).stdout)[0]["params"]
+    out = runner.invoke(app, ["train", "--params", "best", "--lr", "0.002", *common])
+    assert out.exit_code == 0, out.output
+    run = json.loads(runner.invoke(app, ["sql", "SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1", "-f", "json",
+                                         "--store", str(store.root)]).stdout)[0]["run_id"]
+    config = json.loads((store.root / "runs" / run / "config.json").read_text())
+    recorded = json.loads((store.root / "runs" / run / "params.json").read_text())
+    assert "lr" in json.loads(best)  # the command line's --lr wins over the study's
+    for name, value in json.loads(best).items():
+        assert config["settings"][name] == (2e-3 if name == "lr" else value)
+    assert recorded["source"] == "study" and recorded["study"] == "svd-random0.7-s42"

@@ -18,8 +18,6 @@ matplotlib installed (the ``plots`` extra), ``results.png``.
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +27,13 @@ import pyarrow.parquet as pq
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.evaluation import EvalSettings, evaluate_run
 from bonmf_pipe.featurestore.features import is_feature_name
-from bonmf_pipe.featurestore.runs import EPOCHS
+from bonmf_pipe.featurestore.runs import EPOCHS, label, new_run_id
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import ABLATIONS_DIR
 from bonmf_pipe.pipeline.ablate_report import K, RESULT_SCHEMA, RESULTS, plot, summarize, write_results
 from bonmf_pipe.pipeline.tune import TuneSettings, tune
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.runtime import world
 from bonmf_pipe.trainer import MODELS, TrainSettings, read_run_config, run_dir, train
 
 __all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features"]
@@ -135,9 +134,14 @@ class AblationResult:
 def ablate(store: Store, settings: AblateSettings | None = None, progress: ProgressCallback | None = None) -> AblationResult:
     """Train (and, when asked, tune) every variant of ``settings`` for every seed; write the comparison."""
     s = settings or AblateSettings()
+    if world().size > 1:
+        raise ConfigError(
+            "ablate runs in one process: start it without torchrun (each of its runs is small; "
+            "train the variant you choose with `torchrun ... train`)."
+        )
     report = Reporter(progress)
-    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in (s.name or "ablation"))[:40]
-    ablation_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{label}-{uuid.uuid4().hex[:6]}"
+    label_text = label(s.name or "ablation")
+    ablation_id = new_run_id(label_text)
     folder = store.root / ABLATIONS_DIR / ablation_id
     folder.mkdir(parents=True, exist_ok=False)
     rows: list[dict] = []
@@ -153,7 +157,7 @@ def ablate(store: Store, settings: AblateSettings | None = None, progress: Progr
             report.note(f"ablation {ablation_id}: {n}/{total} seed {seed} {model} features={features_label(feats)}"
                         + (f", tuning {s.tune_trials} trials" if s.tune_trials else ""))
             run_settings = dataclasses.replace(base, model=model, features=feats,
-                                               name=f"{label}-{model}-{features_label(feats)}-s{seed}")
+                                               name=f"{label_text}-{model}-{features_label(feats)}-s{seed}")
             run_id, epochs, extra = _run_variant(store, s, ablation_id, run_settings, progress)
             split = str(read_run_config(store, run_id)["split_id"])
             if split_ids.setdefault(seed, split) != split:
