@@ -16,7 +16,6 @@ Seeds run in parallel processes (``jobs``), one torch thread each, on one shared
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import run_isolated
+from benchmarks.common import SHARED_DATA, run_isolated
 
-SHARED_DATA = Path(os.environ.get("BONMF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ML_LATEST_SMALL = SHARED_DATA / "ml-latest-small"
 ML1M_POSTERS = SHARED_DATA / "ml-1m-posters"
 THRESHOLD = 4.0

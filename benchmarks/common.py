@@ -18,6 +18,8 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
 WORK_DIR = Path(__file__).parent / "_work"  # git-ignored: samples and stores the suites build
+# The real MovieLens data beside the checkout (../shared/data), never inside it.
+SHARED_DATA = Path(os.environ.get("BONMF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PACKAGES = ("bonmf-pipe", "torch", "transformers", "timm", "pyarrow", "polars", "duckdb", "numpy", "scikit-surprise")
 
 

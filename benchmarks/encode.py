@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import paired, run_isolated
+from benchmarks.common import SHARED_DATA, paired, run_isolated
 
-ML1M = Path("/work/shared/data/ml-1m")
-ML1M_POSTERS = Path("/work/shared/data/ml-1m-posters")
+ML1M = SHARED_DATA / "ml-1m"
+ML1M_POSTERS = SHARED_DATA / "ml-1m-posters"
 SIZES = {"smoke": 40, "quick": 300, "full": 0}  # items of the ML-1M catalogue; 0 = all
 
 
