@@ -20,6 +20,15 @@ RESULTS_DIR = Path(__file__).parent / "results"
 WORK_DIR = Path(__file__).parent / "_work"  # git-ignored: samples and stores the suites build
 # The real MovieLens data beside the checkout (../shared/data), never inside it.
 SHARED_DATA = Path(os.environ.get("BONMF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def data_label(path: Path) -> str:
+    """How a results file names an input: ``../shared/data/...`` for the shared data, never an
+    absolute path of the machine that ran the benchmark."""
+    try:
+        return str(Path("../shared/data") / Path(path).resolve().relative_to(SHARED_DATA.resolve()))
+    except ValueError:
+        return Path(path).name
 PACKAGES = ("bonmf-pipe", "torch", "transformers", "timm", "pyarrow", "polars", "duckdb", "numpy", "scikit-surprise")
 
 

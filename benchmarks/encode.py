@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SHARED_DATA, paired, run_isolated
+from benchmarks.common import SHARED_DATA, data_label, paired, run_isolated
 
 ML1M = SHARED_DATA / "ml-1m"
 ML1M_POSTERS = SHARED_DATA / "ml-1m-posters"
@@ -120,7 +120,7 @@ def run(size: str, work: Path, path: Path = ML1M, posters: Path = ML1M_POSTERS) 
         data, pics = (path, posters) if not items else subset_folder(path, posters, items, tmp)
         store = str(work / f"store-encode-{items or 'all'}")
         ing = run_isolated("benchmarks.encode:ingest_step", path=str(data), posters=str(pics), store=store)
-        out: dict[str, Any] = {"settings": {"catalogue": str(path), "items": ing["items"], "posters": ing["posters"],
+        out: dict[str, Any] = {"settings": {"catalogue": data_label(path), "items": ing["items"], "posters": ing["posters"],
                                             "preset": "offline"},
                                "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
         for modality in ("text", "image"):
