@@ -554,12 +554,3 @@ def record_params(store: Store, run_id: str, choice: ParamsChoice, overridden: C
                              "not_used": {k: choice.params[k] for k in sorted(skipped)}})
     return path
 
-
-def train_with_params(
-    store: Store, settings: TrainSettings, spec: str, progress: ProgressCallback | None = None, **kwargs: Any
-):
-    """``train --params SPEC``: apply the params to ``settings``, train, record the source."""
-    choice = load_params(store, spec, settings)
-    result = train(store, choice.apply(settings), progress, **kwargs)
-    record_params(store, result.run_id, choice)
-    return result, choice

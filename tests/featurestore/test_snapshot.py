@@ -65,23 +65,25 @@ def test_a_commit_of_several_tables_is_all_or_nothing(tmp_path):
     assert verify_store(fresh).ok
 
 
-def test_a_reader_keeps_its_snapshot_and_its_files(tmp_path):
+def _pinned_reader(tmp_path) -> tuple[Store, Store]:
+    """A writer that committed two datasets, and a reader that read (and so pinned) the first."""
     writer = Store.open(tmp_path / "s", create=True)
     _dataset(writer, [1, 2], [10], _ratings([10, 10], [1, 2]))
     reader = Store.open(writer.root)
     assert reader.read_table("ratings").num_rows == 2  # pins snapshot 1
     _dataset(writer, [1, 2, 3], [10, 11], _ratings([10, 11, 11], [1, 2, 3]))
+    return writer, reader
+
+
+def test_a_reader_keeps_its_snapshot_and_its_files(tmp_path):
+    writer, reader = _pinned_reader(tmp_path)
     assert reader.snapshot.version == 1 and reader.read_table("ratings").num_rows == 2
     assert all_views(reader)["ratings"] != all_views(Store.open(writer.root))["ratings"]
     assert reader.refresh().version == 2 and reader.read_table("ratings").num_rows == 3
 
 
 def test_vacuum_keeps_a_snapshot_that_a_reader_pins(tmp_path):
-    writer = Store.open(tmp_path / "s", create=True)
-    _dataset(writer, [1, 2], [10], _ratings([10, 10], [1, 2]))
-    reader = Store.open(writer.root)
-    assert reader.read_table("ratings").num_rows == 2  # pins snapshot 1
-    _dataset(writer, [1, 2, 3], [10, 11], _ratings([10, 11, 11], [1, 2, 3]))
+    writer, reader = _pinned_reader(tmp_path)
     report = writer.vacuum()
     assert report.kept_snapshots == (1, 2) and report.generations_removed == 0
     assert reader.read_table("ratings").num_rows == 2  # its files are all there

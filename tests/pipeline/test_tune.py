@@ -16,6 +16,7 @@ from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.featurestore.schema import RATINGS
 from bonmf_pipe.featurestore.sql import query
+from bonmf_pipe.pipeline.train import train_and_evaluate
 from bonmf_pipe.pipeline.tune import (
     TuneSettings,
     best_trial,
@@ -24,7 +25,6 @@ from bonmf_pipe.pipeline.tune import (
     record_params,
     search_space,
     storage_path,
-    train_with_params,
     tune,
     write_params_file,
 )
@@ -100,7 +100,7 @@ def test_best_params_train_a_run_that_records_its_source(tuned, tmp_path):
     assert choice.params == result.best.params
     assert choice.source["study"] == result.study and choice.source["trial"] == result.best.trial
     assert choice.apply(settings).lr == result.best.params["lr"]
-    run, _ = train_with_params(store, settings, "best")
+    run = train_and_evaluate(store, settings, params="best").run
     recorded = json.loads((run_dir(store, run.run_id) / "params.json").read_text())
     assert recorded["source"] == "study" and recorded["params"] == result.best.params
     assert read_run_config(store, run.run_id)["settings"]["lr"] == result.best.params["lr"]
