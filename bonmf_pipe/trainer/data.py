@@ -141,6 +141,23 @@ def count_part(dataset: pads.Dataset, part: str) -> int:
     return dataset.count_rows(filter=pc.field("part") == part)
 
 
+def own_fragments(
+    dataset: pads.Dataset, part: str, rng: np.random.Generator | None, rank: int = 0, world: int = 1
+) -> list[pads.Fragment]:
+    """The row groups of ``part`` that rank ``rank`` of ``world`` reads: every ``world``-th of
+    the split's row groups (in the order ``rng`` draws, which is the same on every rank given
+    the same seed), starting at the ``rank``-th. One process reads them all."""
+    frags = _fragments(dataset, part)
+    if rng is not None:
+        frags = [frags[i] for i in rng.permutation(len(frags))]
+    return frags[rank::world]
+
+
+def count_fragments(frags: list[pads.Fragment], part: str) -> int:
+    """Rows of ``part`` in ``frags`` (row-group statistics where a group holds one part)."""
+    return sum(f.count_rows(filter=pc.field("part") == part) for f in frags)
+
+
 def stream_part(
     dataset: pads.Dataset, part: str, rng: np.random.Generator | None, buffer_rows: int
 ) -> Iterator[pa.Table]:
@@ -149,9 +166,14 @@ def stream_part(
     Row groups are read in a random order into a buffer; each full buffer is permuted and
     handed out, so host memory stays bounded by the buffer whatever the number of ratings.
     """
-    frags = _fragments(dataset, part)
-    if rng is not None:
-        frags = [frags[i] for i in rng.permutation(len(frags))]
+    yield from stream_fragments(own_fragments(dataset, part, rng), part, rng, buffer_rows)
+
+
+def stream_fragments(
+    frags: list[pads.Fragment], part: str, rng: np.random.Generator | None, buffer_rows: int
+) -> Iterator[pa.Table]:
+    """``stream_part`` over the row groups ``frags``, in their order: buffers of ~``buffer_rows``
+    rows, each permuted with ``rng`` when it is given."""
     cols = ["user_id", "item_id", "rating"]
     pending: list[pa.Table] = []
     rows = 0

@@ -8,12 +8,16 @@ process (``cuda:LOCAL_RANK``, see ``runtime.resolve_device``); DDP all-reduces (
 the gradients. Without torchrun (WORLD_SIZE unset or 1) everything here is a no-op and a run
 is bit for bit what it was before.
 
-How a run splits its work: every rank walks the same seeded order of the training rows (the
-resident permutation or the streaming buffers both derive from (seed, epoch) alone) and cuts
-the same global batches of ``batch_size`` rows; rank r trains on the r-th of ``world_size``
-near-equal row ranges of each global batch. Its loss is its rows' sum scaled by
-``world_size / rows in the global batch``, so DDP's average of the ranks' gradients is the
-gradient of the global batch's mean: the same step as one process, whatever the world size.
+How a run splits its work. Resident mode: every rank walks the same seeded permutation of the
+training rows (held as tensors) and cuts the same global batches of ``batch_size`` rows; rank r
+trains on the r-th of ``world_size`` near-equal row ranges of each global batch. Streaming
+mode: each rank reads only its own row groups of the split (every ``world_size``-th of the
+seeded per-epoch order), shuffles them in its own buffer and cuts local batches of its share
+of ``batch_size``; the ranks' row counts are all-reduced once per epoch, so every rank knows
+how many steps the epoch has (a rank whose rows run out steps with empty batches, adding
+nothing to the gradients, and no rank waits forever) and how many rows each global step
+holds. Either way a rank's loss is its rows' sum scaled by ``world_size / rows in the global
+batch``, so DDP's average of the ranks' gradients is the gradient of the global batch's mean.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ class Dist:
         q, extra = divmod(n, self.size)
         start = self.rank * q + min(self.rank, extra)
         return start, start + q + (1 if self.rank < extra else 0)
+
+    def sizes(self, n: int) -> list[int]:
+        """Every rank's number of rows of ``n`` (the lengths of the ``share`` ranges, by rank)."""
+        q, extra = divmod(n, self.size)
+        return [q + (1 if r < extra else 0) for r in range(self.size)]
 
     # -- collectives ------------------------------------------------------------------------------
 

@@ -20,31 +20,47 @@ from bonmf_pipe.trainer import data
 from bonmf_pipe.trainer.setup import Context
 
 
-def epoch_batches(ctx: Context, part: str, epoch: int | None) -> Iterator[tuple[data.Batch, int]]:
-    """This rank's share of each batch of ``part`` and the rows of the whole (global) batch;
-    shuffled from the run's ("shuffle", epoch) seed when ``epoch`` is given.
+def epoch_batches(ctx: Context, part: str, epoch: int | None) -> Iterator[tuple[data.Batch, int, int]]:
+    """This rank's share of each batch of ``part``, the rows of the whole (global) batch, and
+    where this rank's rows start in it; shuffled from the run's ("shuffle", epoch) seed when
+    ``epoch`` is given.
 
-    Every rank walks the same order and cuts the same global batches of ``batch_size`` rows;
-    under torchrun rank r keeps the r-th of ``world_size`` row ranges of each (``Dist.share``).
+    Resident mode: every rank walks the same order and cuts the same global batches of
+    ``batch_size`` rows; under torchrun rank r keeps the r-th of ``world_size`` row ranges of
+    each (``Dist.share``). Streaming mode under torchrun: each rank reads its own row groups
+    (``_own_part``).
     """
     s = ctx.settings
     if ctx.mode == "resident":
-        arrays = ctx.resident[part]
-        if epoch is not None:
-            perm = torch.randperm(len(arrays[0]), generator=runtime.torch_generator(s.seed, "shuffle", epoch))
-            arrays = tuple(a[perm.to(a.device)] for a in arrays)
-        yield from _shares(ctx, arrays)
+        arrays = ctx.resident[part]  # already on the device
+        if epoch is None:
+            yield from _shares(ctx, arrays)
+            return
+        # the epoch's order: drawn on the host from the run's seed (the same bits on any device),
+        # sent to the device once; each batch gathers its rows there (index_select: 3x faster than
+        # a[perm] on the CPU, and no whole permuted copy before the first step)
+        perm = torch.randperm(len(arrays[0]), generator=runtime.torch_generator(s.seed, "shuffle", epoch))
+        perm = perm.to(arrays[0].device)
+        if ctx.dist.size > 1:
+            yield from _shares(ctx, tuple(a.index_select(0, perm) for a in arrays))
+            return
+        for start in range(0, len(perm), s.batch_size):
+            rows = perm[start : start + s.batch_size]
+            yield data.Batch(*(a.index_select(0, rows) for a in arrays)), len(rows), 0
         return
     rng = runtime.numpy_rng(s.seed, "shuffle", epoch) if epoch is not None else None
+    if ctx.dist.size > 1:
+        yield from _own_part(ctx, part, rng, in_step=epoch is not None)
+        return
     for table in data.stream_part(ctx.dataset, part, rng, ctx.buffer_rows()):
         yield from _shares(ctx, data.to_indices(ctx.maps, table))
 
 
-def _shares(ctx: Context, arrays) -> Iterator[tuple[data.Batch, int]]:
+def _shares(ctx: Context, arrays) -> Iterator[tuple[data.Batch, int, int]]:
     size, dist = ctx.settings.batch_size, ctx.dist
     if dist.size == 1:
         for b in data.tensor_batches(arrays, size, ctx.device):
-            yield b, len(b.users)
+            yield b, len(b.users), 0
         return
     tensors = [a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
     n = len(tensors[0])
@@ -52,7 +68,70 @@ def _shares(ctx: Context, arrays) -> Iterator[tuple[data.Batch, int]]:
         rows = min(size, n - start)
         lo, hi = dist.share(rows)  # may be empty (a last batch of fewer rows than processes)
         u, i, p, r = (t[start + lo : start + hi].to(ctx.device, non_blocking=True) for t in tensors)
-        yield data.Batch(u, i, p, r), rows
+        yield data.Batch(u, i, p, r), rows, lo
+
+
+def _own_part(ctx: Context, part: str, rng: np.random.Generator | None, in_step: bool
+              ) -> Iterator[tuple[data.Batch, int, int]]:
+    """Streaming under torchrun: this rank's row groups only (every ``world_size``-th of the
+    seeded order), shuffled in this rank's buffer with its own stream, cut into local batches
+    of this rank's share of ``batch_size`` (carried across buffers, so every local batch but
+    the last is full).
+
+    ``in_step``: the ranks must take the same number of steps (every step is a DDP all-reduce).
+    Each rank counts the rows of its row groups (statistics, or the ``part`` column of mixed
+    groups) and one all-reduce tells every rank every count: the epoch has the steps of the
+    rank with the most, a rank whose rows have run out steps with empty batches, and each step
+    knows its global rows and where this rank's rows start among them (for the loss scale and
+    the unknown-ID drops). Without ``in_step`` (scoring) a rank just goes through its rows.
+    """
+    dist = ctx.dist
+    local = dist.sizes(ctx.settings.batch_size)
+    if min(local) == 0:
+        raise ConfigError(f"batch size {ctx.settings.batch_size} is smaller than the {dist.size} processes: "
+                          f"use --batch-size {dist.size} or more.")
+    frags = data.own_fragments(ctx.dataset, part, rng, dist.rank, dist.size)
+    shuffle = rng.spawn(dist.size)[dist.rank] if rng is not None else None  # the same on no two ranks
+    counts, steps = None, 0
+    if in_step:
+        mine = [0.0] * dist.size
+        mine[dist.rank] = float(data.count_fragments(frags, part))
+        counts = [int(c) for c in dist.sum(mine)]
+        steps = max(-(-n // b) for n, b in zip(counts, local))
+    size, step, seen = local[dist.rank], 0, 0
+    carry: list[np.ndarray] | None = None
+    for table in data.stream_fragments(frags, part, shuffle, ctx.buffer_rows()):
+        arrays = data.to_indices(ctx.maps, table)
+        if carry is not None:
+            arrays = tuple(np.concatenate([c, a]) for c, a in zip(carry, arrays))
+        whole = len(arrays[0]) // size * size
+        for start in range(0, whole, size):
+            yield _step_batch(ctx, [a[start : start + size] for a in arrays], step, counts, local)
+            step += 1
+        seen += whole
+        carry = [a[whole:] for a in arrays]
+    if carry is not None and len(carry[0]):
+        yield _step_batch(ctx, carry, step, counts, local)
+        step += 1
+        seen += len(carry[0])
+    if counts is None:
+        return
+    if seen != counts[dist.rank] or step > steps:  # the count and the read disagree: a bug, not bad data
+        raise RuntimeError(f"rank {dist.rank} read {seen} {part} rows in {step} steps; its row groups count "
+                           f"{counts[dist.rank]} ({steps} steps)")
+    empty = [np.zeros(0, np.int64)] * 3 + [np.zeros(0, np.float32)]
+    for step in range(step, steps):  # this rank's rows are done; the others still step
+        yield _step_batch(ctx, empty, step, counts, local)
+
+
+def _step_batch(ctx: Context, arrays, step: int, counts: list[int] | None, local: list[int]
+                ) -> tuple[data.Batch, int, int]:
+    """One local batch on the device, the global rows of its step and this rank's first row in them."""
+    u, i, p, r = (torch.from_numpy(np.ascontiguousarray(a)).to(ctx.device, non_blocking=True) for a in arrays)
+    if counts is None:
+        return data.Batch(u, i, p, r), len(u), 0
+    rows = [min(b, max(0, n - step * b)) for n, b in zip(counts, local)]
+    return data.Batch(u, i, p, r), sum(rows), sum(rows[: ctx.dist.rank])
 
 
 def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, report: Reporter, task: str) -> float:
@@ -69,11 +148,10 @@ def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoc
     runtime.seed_torch(s.seed, "dropout", epoch, *(("rank", dist.rank) if dist.size > 1 else ()))
     drops = _generator(ctx.device, s.seed, "unknown", epoch)
     total, n, bad = 0.0, 0, None
-    for step, (b, rows) in enumerate(epoch_batches(ctx, "train", epoch), start=1):
+    for step, (b, rows, lo) in enumerate(epoch_batches(ctx, "train", epoch), start=1):
         users, items = b.users, b.items
         if s.unknown_prob > 0:
-            lo, hi = dist.share(rows)
-            drop = torch.rand((2, rows), generator=drops, device=ctx.device)[:, lo:hi] < s.unknown_prob
+            drop = torch.rand((2, rows), generator=drops, device=ctx.device)[:, lo : lo + len(users)] < s.unknown_prob
             users, items = torch.where(drop[0], 0, users), torch.where(drop[1], 0, items)
         pred, penalty = model(users, items, b.item_pos)
         if dist.size == 1:
@@ -121,7 +199,7 @@ def predict_part(ctx: Context, model: nn.Module, part: str) -> Iterator[tuple[da
     """(batch, clipped predictions) over this rank's share of ``part`` (every row for one
     process), in storage order."""
     model.eval()
-    for b, _rows in epoch_batches(ctx, part, None):
+    for b, _rows, _lo in epoch_batches(ctx, part, None):
         pred, _ = model(b.users, b.items, b.item_pos)
         yield b, pred.clamp(ctx.lo, ctx.hi)
 

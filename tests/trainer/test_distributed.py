@@ -3,10 +3,12 @@ with another number of processes.
 
 Each test starts ``torchrun --standalone --nproc-per-node 2 -m bonmf_pipe.cli train`` (what
 users type) on a small synthetic store, one torch thread per process, so 2 cores suffice.
-The runs here use no dropout: every rank then takes exactly the steps one process takes (the
-global batches, their unknown-ID drops and the averaged gradients are the same), and only
-the order of float sums differs. With dropout each rank draws its own masks (a statistically
-equivalent run, not the same one).
+The runs here use no dropout. In resident mode every rank then takes exactly the steps one
+process takes (the global batches, their unknown-ID drops and the averaged gradients are the
+same), and only the order of float sums differs. In streaming mode each rank reads its own row
+groups, so the 2-process run sees other global batches than one process (a statistically
+equivalent run): trained to early stopping, it lands within the same tolerance. With dropout
+each rank draws its own masks.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.runtime import World, world
-from bonmf_pipe.trainer import TrainSettings, read_run_config, train
+from bonmf_pipe.trainer import TrainSettings, make_split, read_run_config, train
 from bonmf_pipe.trainer.distributed import Dist
 
 from .conftest import build_store
@@ -55,9 +56,40 @@ def store(tmp_path: Path) -> Store:
     return build_store(tmp_path / "store", n_users=200, n_items=120, per_user=25)
 
 
+def streaming_store(root: Path) -> Store:
+    """24,000 ratings (more than a 1 MB budget holds) in a split of 64 small row groups."""
+    store = build_store(root, n_users=600, per_user=40, rows_per_file=1000, row_group_size=250)
+    make_split(store, TrainSettings.split, TrainSettings.seed, valid_fraction=TrainSettings.valid_fraction,
+               rows_per_file=1500, row_group_size=300)
+    return store
+
+
+# streaming: trained to early stopping (the two runs see different batches, so compare where they settle)
+STREAMING = {"memory_budget_mb": 1, "lr": 0.01, "epochs": 20}
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
+def test_two_gloo_processes_stream_their_own_row_groups_and_land_where_one_does(tmp_path):
+    store = streaming_store(tmp_path / "store")
+    one = train(store, TrainSettings(name="one", **{**OPTIONS, **STREAMING}, **NO_DROPOUT))
+    assert one.mode == "streaming"
+    before = _runs(store)
+    _torchrun(store, tmp_path, "--epochs", "20", "--lr", "0.01", "--memory-budget-mb", "1", "--batch-size", "256",
+              "--name", "two", "--params", str(tmp_path / "params.json"))
+    new = _runs(store) - before
+    assert len(new) == 1, f"expected one run folder from 2 processes, got {sorted(new)}"
+    config = read_run_config(store, new.pop())
+    assert config["status"] == "done" and config["mode"] == "streaming"
+    assert config["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert abs(config["test"]["rmse"] - one.test_rmse) <= TOLERANCE
+    assert config["test"]["rows"] == one.test_rows
+    assert [e["valid_rmse"] for e in _epochs(store, config["run_id"])] != [e["valid_rmse"] for e in one.epochs]
+
+
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
 def test_two_gloo_processes_train_like_one_and_write_one_run_folder(store, tmp_path):
     one = train(store, TrainSettings(name="one", **OPTIONS, **NO_DROPOUT))
+    assert one.mode == "resident"
     before = _runs(store)
     _torchrun(store, tmp_path, "--epochs", str(EPOCHS), "--batch-size", "256", "--name", "two",
               "--params", str(tmp_path / "params.json"))
@@ -123,13 +155,3 @@ def test_each_rank_takes_a_near_equal_share_of_every_global_batch():
             assert shares[0][0] == 0 and shares[-1][1] == n
             assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))  # contiguous, no overlap
             assert max(b - a for a, b in shares) - min(b - a for a, b in shares) <= 1
-
-
-def test_tune_refuses_to_run_under_torchrun(store, monkeypatch):
-    from bonmf_pipe.pipeline.tune import TuneSettings, tune
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ConfigError, match="tune does not run under torchrun"):
-        tune(store, TuneSettings(trials=1))
-    assert not (store.root / "tuning").exists()  # refused before touching the store

@@ -3,16 +3,23 @@ bounded buffers and host memory, and the model still learns."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import numpy as np
 import psutil
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bonmf_pipe import runtime
 from bonmf_pipe.featurestore.store import Store
-from bonmf_pipe.trainer import TrainSettings, make_split, read_run_config, split_dataset, train
+from bonmf_pipe.runtime import World
+from bonmf_pipe.trainer import TrainSettings, data, make_split, read_run_config, split_dataset, train
 from bonmf_pipe.trainer.data import count_part, stream_part
+from bonmf_pipe.trainer.distributed import Dist
+from bonmf_pipe.trainer.epoch import epoch_batches
+from bonmf_pipe.trainer.setup import prepare
 from bonmf_pipe.trainer.splits import split_counts, split_table_name
 
 from .conftest import build_store
@@ -87,3 +94,47 @@ def test_training_streams_with_a_tiny_budget_learns_and_keeps_memory_bounded(tmp
     test = pq.read_table(result.run_dir / "predictions.parquet")
     assert result.test_rmse < 0.8 * float(np.std(test.column("rating").to_numpy()))
     assert peak[0] - base < 300 * 2**20, f"RSS grew by {(peak[0] - base) / 2**20:.0f} MB"
+
+
+class _Ranks(Dist):
+    """Rank ``r`` of ``world`` without a process group: ``sum`` returns the given totals (what
+    the all-reduce of every rank's row count would)."""
+
+    def __init__(self, rank: int, world: int, totals: list[float]):
+        super().__init__(World(rank, world, rank))
+        self.totals = totals
+
+    def sum(self, values: list[float]) -> list[float]:
+        return list(self.totals)
+
+
+def test_under_torchrun_each_rank_streams_its_own_row_groups_in_equal_numbers_of_steps(tmp_path):
+    store, split_id = _sharded_store(tmp_path)
+    settings = dataclasses.replace(SETTINGS, batch_size=257).effective()  # local batches of 129 and 128 rows
+    ctx = prepare(store, settings, None, None)
+    assert ctx.mode == "streaming"
+    world, rng = 2, lambda: runtime.numpy_rng(settings.seed, "shuffle", 3)
+    frags = [data.own_fragments(ctx.dataset, "train", rng(), r, world) for r in range(world)]
+    assert sorted(f.row_groups[0].id + 1000 * ctx.dataset.files.index(f.path) for fs in frags for f in fs) == sorted(
+        f.row_groups[0].id + 1000 * ctx.dataset.files.index(f.path) for f in data.own_fragments(ctx.dataset, "train", None))
+    counts = [float(data.count_fragments(f, "train")) for f in frags]
+    assert sum(counts) == ctx.n_train and counts[0] != counts[1]  # uneven shares: the case that must not hang
+    steps = []
+    for r in range(world):
+        ctx.dist = _Ranks(r, world, counts)
+        steps.append([(len(b.users), rows, lo, b.users * 100_000 + b.items) for b, rows, lo in epoch_batches(ctx, "train", 3)])
+    assert len(steps[0]) == len(steps[1])  # every rank takes every step (each is a DDP all-reduce)
+    for (n0, rows0, lo0, _), (n1, rows1, lo1, _) in zip(*steps):
+        assert rows0 == rows1 == n0 + n1 <= 257 and lo0 == 0 and lo1 == n0
+    assert [n for n, *_ in steps[0][:-2]] == [129] * (len(steps[0]) - 2)  # full local batches across buffers
+    seen = np.concatenate([k.numpy() for rank in steps for *_, k in rank])
+    train_rows = data.to_indices(ctx.maps, ctx.dataset.to_table(filter=pc.field("part") == "train"))
+    assert len(seen) == ctx.n_train and np.array_equal(np.sort(seen), np.sort(train_rows[0] * 100_000 + train_rows[1]))
+    # scoring (no step to agree on): each rank goes through its own rows, together every valid row once
+    valid = sum(len(b.users) for r in range(world) for b, *_ in _valid_share(ctx, r, world))
+    assert valid == ctx.n_valid
+
+
+def _valid_share(ctx, rank: int, world: int):
+    ctx.dist = _Ranks(rank, world, [])
+    return list(epoch_batches(ctx, "valid", None))
