@@ -485,7 +485,8 @@ def tune(
         )
         with progress_renderer() as progress:
             result = run_tune(Store.open(store), settings, progress)
-        render_tune_result(result)
+        if result is not None:  # under torchrun, rank 0 alone reports
+            render_tune_result(result)
 
 
 @app.command()

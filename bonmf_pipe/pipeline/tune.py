@@ -12,6 +12,14 @@ kill are marked failed and re-drawn). After every trial the ``tuning`` table (on
 trial of every study in the store: study, trial, state, valid RMSE, params JSON, run id)
 is rewritten atomically, so ``bonmf-pipe sql "SELECT * FROM tuning"`` shows it.
 
+Under ``torchrun`` (``torchrun --nproc-per-node N -m bonmf_pipe.cli tune ...``) every trial
+trains with DistributedDataParallel on all N processes, as PyTorch's and Optuna's documentation
+recommend: rank 0 alone owns the study (its SQLite storage, the sampler and the pruner), asks
+for each trial and broadcasts its parameters; every rank trains the trial together (the
+``train`` stage, which reports each epoch's all-reduced valid RMSE to rank 0's pruner and
+broadcasts the verdict, so all ranks stop a pruned trial together); rank 0 alone writes the
+study, the ``tuning`` table and the run folders, and says when the search is over.
+
 ``load_params`` turns the best trial of a study (or a JSON file) into ``TrainSettings``
 overrides and ``record_params`` writes where they came from into the run's folder
 (``runs/<id>/params.json``), so a run trained with tuned parameters says which.
@@ -34,12 +42,14 @@ from typing import Any
 import optuna
 import pyarrow as pa
 
-from bonmf_pipe.errors import ConfigError, StoreError
+from bonmf_pipe.errors import BonmfError, ConfigError, StoreError
 from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.progress import ProgressCallback, ProgressEvent, Reporter
-from bonmf_pipe.runtime import world
-from bonmf_pipe.trainer import TrainSettings, model_settings, read_run_config, run_dir, train
+from bonmf_pipe.runtime import resolve_device, world
+from bonmf_pipe.trainer import (
+    Dist, TrainSettings, distributed_session, model_settings, read_run_config, run_dir, train,
+)
 
 TABLE = "tuning"
 PARAMS_FILE = "params.json"
@@ -238,14 +248,50 @@ def storage_path(store: Store, study: str) -> Path:
     return tuning_dir(store) / f"{_safe(study)}.db"
 
 
-def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None = None) -> TuneResult:
-    """Run (or continue) the study of ``settings`` until it has ``settings.trials`` finished trials."""
-    if world().size > 1:  # issue 13: trials are small runs, one sampler; tune in one process
-        raise ConfigError(
-            f"tune does not run under torchrun (WORLD_SIZE={world().size}): its trials are small runs that one "
-            "Optuna sampler starts one after another. Run `bonmf-pipe tune ...` as one process, then train the "
-            "best parameters with torchrun: `torchrun --nproc-per-node N -m bonmf_pipe.cli train --params best`."
-        )
+def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None = None) -> TuneResult | None:
+    """Run (or continue) the study of ``settings`` until it has ``settings.trials`` finished trials.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments and the
+    trials train on all of them (see the module's docstring); rank 0 returns the result, the
+    other ranks None.
+    """
+    if world().size == 1:
+        return _search(store, settings, progress)
+    with distributed_session(resolve_device(settings.train.device)) as dist:
+        if not dist.is_main:
+            _follow(store, settings, dist)
+            return None
+        try:
+            result = _search(store, settings, progress, dist)
+        except BaseException as exc:  # the others wait for rank 0's next word, unless they failed with it in a trial
+            if not getattr(exc, "in_trial", False):
+                dist.from_main(("error", exc if isinstance(exc, BonmfError) else ConfigError(
+                    f"tune stopped on rank 0 ({type(exc).__name__}: {exc}); see its output.")))
+            raise
+        dist.from_main(("done", None))
+        return result
+
+
+def _follow(store: Store, s: TuneSettings, dist: Dist) -> None:
+    """Ranks other than 0: train each trial rank 0 broadcasts, until it says the search is over."""
+    name = s.study_name()
+    while True:
+        word, what = dist.from_main(None)
+        if word == "done":
+            return
+        if word == "error":
+            raise what
+        number, params = what
+        # on_epoch: rank 0's pruner decides for every rank (train broadcasts its verdict)
+        train(store, _trial_settings(s, name, number, params), None, on_epoch=lambda epoch, rmse: False)
+
+
+def _trial_settings(s: TuneSettings, study: str, number: int, params: dict[str, Any]) -> TrainSettings:
+    return dataclasses.replace(s.base(), **params, name=f"tune-{study}-t{number}")
+
+
+def _search(store: Store, settings: TuneSettings, progress: ProgressCallback | None, dist: Dist | None = None) -> TuneResult:
+    """The study on rank 0 (or the one process): Optuna asks, each trial trains, Optuna is told."""
     s = settings
     report = Reporter(progress)
     started = time.perf_counter()
@@ -269,7 +315,7 @@ def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None
         report.note(f"study {name}: {done} trials stored, {todo} to run; searching {', '.join(p.name for p in space)}")
         report.begin(f"tune {name}", total=s.trials, unit="trials")
         report.advance(f"tune {name}", done)
-        objective = _Objective(store, s, space, progress)
+        objective = _Objective(store, s, space, progress, dist)
         try:
             if todo:
                 study.optimize(objective, n_trials=todo, timeout=s.timeout,
@@ -294,14 +340,17 @@ _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 class _Objective:
     """Train one run with the trial's settings; its value is the run's best valid RMSE."""
 
-    def __init__(self, store: Store, s: TuneSettings, space: list[Param], progress: ProgressCallback | None):
-        self.store, self.s, self.space, self.progress = store, s, space, progress
+    def __init__(self, store: Store, s: TuneSettings, space: list[Param], progress: ProgressCallback | None,
+                 dist: Dist | None = None):
+        self.store, self.s, self.space, self.progress, self.dist = store, s, space, progress, dist
         self.ran = 0
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.ran += 1
         params = {p.name: p.suggest(trial) for p in self.space}
-        settings = dataclasses.replace(self.s.base(), **params, name=f"tune-{trial.study.study_name}-t{trial.number}")
+        settings = _trial_settings(self.s, trial.study.study_name, trial.number, params)
+        if self.dist is not None:  # under torchrun: every rank trains this trial with rank 0
+            self.dist.from_main(("trial", (trial.number, params)))
         pruned = False
 
         def on_epoch(epoch: int, valid_rmse: float | None) -> bool:
@@ -313,7 +362,11 @@ class _Objective:
             return pruned
 
         t0 = time.perf_counter()
-        result = train(self.store, settings, _bars_only(self.progress), on_epoch=on_epoch)
+        try:
+            result = train(self.store, settings, _bars_only(self.progress), on_epoch=on_epoch)
+        except BaseException as exc:
+            exc.in_trial = self.dist is not None  # the other ranks failed with it (or torchrun stops them)
+            raise
         valid = [e["valid_rmse"] for e in result.epochs if e.get("valid_rmse") is not None]
         if not valid:
             raise ConfigError("The split has no validation rows, so trials cannot be scored; raise valid_fraction.")

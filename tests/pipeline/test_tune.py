@@ -5,7 +5,11 @@ proof that the test rows never reach the search (poisoned test ratings change no
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -179,3 +183,35 @@ def test_tune_never_reads_test_rows(tmp_path):
     assert [r["valid_rmse"] for r in a.trials] == [r["valid_rmse"] for r in b.trials]
     assert [r["state"] for r in a.trials] == [r["state"] for r in b.trials]
     assert (a.best.trial, a.best.params) == (b.best.trial, b.best.params)
+
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
+def test_tune_under_torchrun_trains_each_trial_on_every_process_and_writes_once(tmp_path):
+    """2 gloo processes: rank 0 owns the study and draws what one process draws; both ranks train
+    each trial (DDP); one run folder per trial, one tuning table, one printed result."""
+    store = build_store(tmp_path / "store")
+    # what the command below asks for (the CLI's defaults otherwise), in one process
+    one = tune(build_store(tmp_path / "one"), TuneSettings(model="bonmf", features=("text",), seed=3, trials=2,
+                                                           train=TrainSettings(epochs=2, device="cpu", threads=1)))
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "bonmf_pipe.cli", "tune",
+           "--store", str(store.root), "--model", "bonmf", "--features", "text", "--trials", "2", "--epochs", "2",
+           "--seed", "3", "--device", "cpu", "--threads", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stdout.count("next: bonmf-pipe train --params best:") == 1  # rank 0 alone reports
+    study = optuna.load_study(study_name=one.study, storage=f"sqlite:///{storage_path(store, one.study)}")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1] and all(t.state.is_finished() for t in trials)
+    rows = query(store, "SELECT * FROM tuning ORDER BY trial").to_pylist()
+    assert [r["trial"] for r in rows] == [0, 1] and all(r["valid_rmse"] > 0 for r in rows)
+    assert sorted(p.name for p in store.runs_dir.iterdir()) == sorted(r["run_id"] for r in rows)  # one set of runs
+    for r in rows:
+        config = read_run_config(store, r["run_id"])
+        assert config["status"] == "done" and config["distributed"] == {"world_size": 2, "backend": "gloo"}
+    # rank 0's sampler is the one process's: the same seeded draws
+    assert [t.params for t in trials] == [json.loads(r["params"]) for r in one.trials]
