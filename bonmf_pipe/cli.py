@@ -286,6 +286,8 @@ def encode(
     image_backend: Annotated[str, option(EncodeSettings, "image_backend")] = EncodeSettings.image_backend,
     cpu_threads: Annotated[int | None, option(EncodeSettings, "cpu_threads")] = EncodeSettings.cpu_threads,
     retry_rejected: Annotated[bool, option(EncodeSettings, "retry_rejected")] = EncodeSettings.retry_rejected,
+    name: Annotated[str | None, option(EncodeSettings, "name")] = EncodeSettings.name,
+    text_template: Annotated[str | None, option(EncodeSettings, "text_template")] = EncodeSettings.text_template,
     no_wait: NoWait = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
@@ -301,6 +303,7 @@ def encode(
             batch_size=batch_size, device=device, dtype=dtype, store_dtype=store_dtype, shard=parse_shard(shard),
             rows_per_shard=rows_per_shard, num_workers=num_workers, text_pooling=text_pooling, normalize=normalize,
             max_length=max_length, image_backend=image_backend, cpu_threads=cpu_threads, retry_rejected=retry_rejected,
+            name=name, text_template=text_template,
         )
         with progress_renderer() as progress:
             summary = run_encode(Store.open(store, no_wait=no_wait), settings, progress)
@@ -413,7 +416,8 @@ def evaluate(
 def ablate(
     features: Annotated[
         list[str],
-        typer.Option("--features", help="BoNMF variants: none, text, image, text+image (repeat; default all four)."),
+        typer.Option("--features", help="BoNMF variants: auto, none, all, text, image, text+image, NAME, ... (repeat); "
+                     "auto: none, each feature set of the store alone, text+image, all together."),
     ] = list(default(AblateSettings, "features")),
     baselines: Annotated[
         list[str], typer.Option("--baseline", help="Baselines without side information: svd, nmf (repeat).")

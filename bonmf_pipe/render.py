@@ -154,6 +154,9 @@ def render_info(info) -> None:
     for ti in info.tables:
         t.add_row(ti.name, ti.kind, f"{ti.rows:,}", str(ti.shards), human_bytes(ti.bytes))
     console.print(t)
+    for c in info.coverage:  # per feature set (its newest key): items with / without a current vector
+        console.print(f"coverage {escape(c.feature_set)} ({c.encoder_key}, {c.dim}-d): {c.with_vector:,} of "
+                      f"{c.items:,} items have a vector, {c.without_vector:,} do not")
 
 
 def _cell(v) -> str:
@@ -365,7 +368,7 @@ def render_encode_summary(summary) -> None:
     console.print(t)
     if any(m.failed or m.excluded for m in summary.modalities):
         console.print(
-            "[yellow]some posters could not be used[/yellow]: bonmf-pipe sql \"SELECT * FROM rejects WHERE stage = 'encode'\""
+            "[yellow]some posters or texts could not be used[/yellow]: bonmf-pipe sql \"SELECT * FROM rejects WHERE stage = 'encode'\""
         )
     if not any(m.model_loaded for m in summary.modalities):
         console.print("[dim]nothing new to encode: no model was loaded[/dim]")

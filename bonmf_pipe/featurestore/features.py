@@ -9,6 +9,14 @@ when its (item_id, content_hash) matches the items table, so an edited title nev
 picks up a stale vector.
 
 The same text rule in SQL is ``text_content_hash_sql`` (DuckDB's ``sha256`` of the string).
+
+**Template sets** (``encode --name NAME --text-template TEMPLATE``) live in
+``features/<NAME>/<key>/`` like imported ones, with the template in the manifest's
+``extra["text_template"]``. Their content hash is the SHA-256 of the values of the items
+columns the template uses (each as text: lists ", "-joined, NULL as "", joined by U+001F, in
+the order the fields first appear), computed by one DuckDB expression
+(``template_inputs_sql``) wherever it is needed, so that a vector is current exactly while
+the fields it was rendered from are unchanged.
 ``--shard i/N`` partitions items by ``item_partition`` (splitmix64 of the id, mod N): a rule
 every process (and any scheduler) computes alike.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +34,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bonmf_pipe.errors import StoreError
+from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.featurestore.duck import fetch_arrow, sql_list
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store
 
 MODALITIES = ("text", "image")  # what ``encode`` computes; other feature-set names are imported vectors
 FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a feature set's name: a folder, a view, a module key
+RESERVED_NAMES = ("all", "auto", "none")  # words of ``ablate --features``: no feature set takes them
 
 
 def is_feature_name(name: str) -> bool:
@@ -75,8 +85,94 @@ def feature_names(store: Store) -> list[str]:
 
 def is_imported(modality: str) -> bool:
     """Imported vectors (``features import``) belong to item ids, not to the items' current
-    content: every row of theirs is current."""
+    content: every row of theirs is current. (A name may instead hold template sets, which
+    are matched by content: see ``FeatureSet.template``.)"""
     return modality not in MODALITIES
+
+
+# --- template sets: which items columns a text template may use, and their content hash --------
+TEMPLATE_SEPARATOR = "\x1f"
+_NOT_TEMPLATE_FIELDS = ("item_id", "poster_path", "poster_sha256", "poster_width", "poster_height")
+
+
+def template_fields(template: str) -> list[str]:
+    """The distinct placeholders of ``template`` in first-use order; a ConfigError for bad syntax."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"--text-template {template!r}: {exc}. Use placeholders like {{title}} or {{tags}}.") from exc
+    names = [name for _, name, _, _ in parsed if name is not None]
+    if "" in names or any(not n.isidentifier() for n in names):
+        raise ConfigError(f"--text-template {template!r}: every placeholder names an items column, e.g. {{tags}}.")
+    if not names:
+        raise ConfigError(f"--text-template {template!r} has no placeholder: use items columns, e.g. \"{{title}}. {{tags}}\".")
+    return list(dict.fromkeys(names))
+
+
+def _value_sql(column: str, type_: pa.DataType) -> str | None:
+    """SQL of one items column as template text ('' for NULL); None: not usable in a template."""
+    col = '"' + column.replace('"', '""') + '"'
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return f"coalesce(array_to_string({col}, ', '), '')"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return f"coalesce({col}, '')"
+    if pa.types.is_integer(type_):
+        return f"coalesce(CAST({col} AS VARCHAR), '')"
+    return None
+
+
+def template_columns(store: Store) -> dict[str, str]:
+    """Items columns a template may use -> their SQL as text (lists ", "-joined, NULL as '')."""
+    if not store.has_table("items") or not store.table_files("items"):
+        raise StoreError(f"The store at {store.root} has no items table yet: run `bonmf-pipe ingest` first.")
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(store.table_files("items")[0])
+    out = {}
+    for f in schema:
+        sql = None if f.name in _NOT_TEMPLATE_FIELDS else _value_sql(f.name, f.type)
+        if sql is not None:
+            out[f.name] = sql
+    return out
+
+
+def check_template(store: Store, template: str) -> list[str]:
+    """The template's fields, each an items column it may use; a ConfigError naming the usable ones."""
+    fields = template_fields(template)
+    usable = template_columns(store)
+    unknown = [f for f in fields if f not in usable]
+    if unknown:
+        raise ConfigError(
+            f"--text-template {template!r} uses {', '.join('{' + f + '}' for f in unknown)}, which the items table "
+            f"does not have; the fields are {', '.join('{' + f + '}' for f in usable)}."
+        )
+    return fields
+
+
+def template_inputs_sql(store: Store, template: str) -> str:
+    """SELECT item_id, content_hash and one text column per template field, over the items table.
+
+    The content hash is the SHA-256 of the field values joined by U+001F: the one definition
+    that the encoder, the trainer's loader and the views share.
+    """
+    fields = check_template(store, template)
+    usable = template_columns(store)
+    values = [usable[f] for f in fields]
+    joined = f" || chr({ord(TEMPLATE_SEPARATOR)}) || ".join(values)
+    cols = ", ".join(f'{v} AS "{f}"' for f, v in zip(fields, values, strict=True))
+    return (f"SELECT item_id, sha256({joined}) AS content_hash, {cols} "
+            f"FROM read_parquet({sql_list(store.table_files('items'))})")
+
+
+def template_inputs(store: Store, template: str) -> pa.Table:
+    """(item_id, content_hash, <field>...) of every item: the fields as the template sees them."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        return fetch_arrow(con.sql(template_inputs_sql(store, template) + " ORDER BY item_id"))
+    finally:
+        con.close()
 
 
 @dataclass(frozen=True)
@@ -89,6 +185,14 @@ class FeatureSet:
     updated_at: float
     folder: Path
     spec: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None  # template sets (``encode --name``): the text template; else None
+
+    @property
+    def matched_by(self) -> str:
+        """How a row is current: "content" (text, image), "template" (its fields' hash) or "id" (imported)."""
+        if self.template is not None:
+            return "template"
+        return "id" if is_imported(self.modality) else "content"
 
 
 def feature_sets(store: Store, modality: str | None = None) -> list[FeatureSet]:
@@ -112,6 +216,7 @@ def feature_sets(store: Store, modality: str | None = None) -> list[FeatureSet]:
                     updated_at=m.created_at,
                     folder=folder,
                     spec=m.extra.get("spec", {}),
+                    template=m.extra.get("text_template") if is_imported(mod) else None,
                 )
             )
     return sorted(out, key=lambda f: f.updated_at, reverse=True)
@@ -123,7 +228,8 @@ def resolve_feature_set(store: Store, modality: str, key: str | None = None) -> 
     if not sets and is_imported(modality):
         raise StoreError(
             f"The store at {store.root} has no feature set named '{modality}'. Import one with `bonmf-pipe "
-            f"features import FILE --name {modality}`, or use one of: {', '.join(feature_names(store))}."
+            f"features import FILE --name {modality}`, encode one with `bonmf-pipe encode --name {modality} "
+            f"--text-template TEMPLATE`, or use one of: {', '.join(feature_names(store))}."
         )
     if not sets:
         raise StoreError(
@@ -183,10 +289,12 @@ def load_feature_matrix(
     con = duckdb.connect(":memory:")
     try:
         con.register("wanted", pa.table({"item_id": pa.array(item_ids, pa.int64()), "pos": np.arange(len(item_ids))}))
-        if is_imported(feature_set.modality):  # vectors of item ids, whatever the items' content
+        if feature_set.matched_by == "id":  # vectors of item ids, whatever the items' content
             match = f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = w.item_id "
         else:
-            con.register("cur", current_hashes(store, feature_set.modality))
+            cur = (current_hashes(store, feature_set.modality) if feature_set.matched_by == "content"
+                   else template_inputs(store, feature_set.template).select(["item_id", "content_hash"]))
+            con.register("cur", cur)
             match = ("JOIN cur c USING (item_id) "
                      f"JOIN read_parquet({sql_list(files)}) f ON f.item_id = c.item_id AND f.content_hash = c.content_hash ")
         rel = con.sql(f"SELECT w.pos, any_value(f.vector) AS vector FROM wanted w {match}GROUP BY w.pos ORDER BY w.pos")

@@ -3,7 +3,7 @@
 | view | what | from |
 | --- | --- | --- |
 | one per table (``items``, ``users``, ``ratings``, ``tags``, ``rejects``, ``split_<id>``, ...) | the table's rows | the store's snapshot |
-| ``text_features``, ``image_features``, ``<name>_features`` | the newest feature set of the modality or imported name, current rows only (the item's content hash matches ``items``; for imported vectors, every row of a known item), one row per item: ``item_id, content_hash, vector, encoder_key`` | feature manifests |
+| ``text_features``, ``image_features``, ``<name>_features`` | the newest feature set of the modality or imported / template name, current rows only (the item's content hash matches ``items``; for a template set, the hash of the fields it renders; for imported vectors, every row of a known item), one row per item: ``item_id, content_hash, vector, encoder_key`` | feature manifests |
 | ``coverage`` | per feature-set name (its newest set): ``feature_set, encoder_key, dim, items, with_vector, without_vector`` | feature manifests, ``items`` |
 | ``features`` | every feature set, every row (stale ones too): ``modality, encoder_key, item_id, content_hash, vector`` | feature manifests |
 | ``runs``, ``metrics``, ``predictions``, ``evaluations`` | one row per run; per-epoch rows; test predictions; evaluation metric rows (each with ``run_id``) | ``runs/<run-id>/`` files |
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bonmf_pipe.featurestore.features import (
-    FeatureSet, feature_names, feature_sets, is_imported, text_content_hash_sql,
+    FeatureSet, feature_names, feature_sets, template_inputs_sql, text_content_hash_sql,
 )
 from bonmf_pipe.featurestore.duck import sql_list, sql_literal
 from bonmf_pipe.featurestore.manifest import read_manifest
@@ -74,16 +74,20 @@ def current_features_sql(store: Store, fs: FeatureSet) -> str | None:
     if not files or not store.has_table("items") or not store.table_files("items"):
         return None
     items = sql_list(store.table_files("items"))
-    if is_imported(fs.modality):  # imported vectors belong to item ids: every row of a known item is current
+    if fs.matched_by == "id":  # imported vectors belong to item ids: every row of a known item is current
         return (
             f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
             f"FROM read_parquet({sql_list(files)}) f SEMI JOIN read_parquet({items}) c USING (item_id)"
         )
-    hash_expr = text_content_hash_sql("text") if fs.modality == "text" else "poster_sha256"
+    if fs.matched_by == "template":  # the hash of the items fields the template renders
+        current = template_inputs_sql(store, fs.template)
+    else:
+        hash_expr = text_content_hash_sql("text") if fs.modality == "text" else "poster_sha256"
+        current = f"SELECT item_id, {hash_expr} AS content_hash FROM read_parquet({items})"
     return (
         f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
         f"FROM read_parquet({sql_list(files)}) f "
-        f"SEMI JOIN (SELECT item_id, {hash_expr} AS content_hash FROM read_parquet({items})) c "
+        f"SEMI JOIN (SELECT item_id, content_hash FROM ({current})) c "
         "USING (item_id, content_hash)"
     )
 

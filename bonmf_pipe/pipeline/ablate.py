@@ -1,5 +1,9 @@
 """Ablation: svd, nmf and BoNMF with each set of side information, over one or more seeds.
 
+The BoNMF variants default to ``auto``: no side information, each feature set the store has
+alone (text, image, then imported and template sets by name), text+image, and every set
+together when there are more than those two; ``all`` in a variant names every set.
+
 For each seed every variant trains from the same base ``TrainSettings`` (only ``model`` and
 ``features`` change), so all of them see the same split and therefore the same test rows;
 each seed draws its own split. With ``tune_trials`` every variant is first tuned on that
@@ -26,7 +30,7 @@ import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, StoreError
 from bonmf_pipe.evaluation import EvalSettings, evaluate_run
-from bonmf_pipe.featurestore.features import is_feature_name
+from bonmf_pipe.featurestore.features import MODALITIES, feature_names, feature_sets, is_feature_name
 from bonmf_pipe.featurestore.runs import EPOCHS, label, new_run_id
 from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.featurestore.views import ABLATIONS_DIR
@@ -36,7 +40,8 @@ from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.runtime import world
 from bonmf_pipe.trainer import MODELS, TrainSettings, read_run_config, run_dir, train
 
-__all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features"]
+__all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features",
+           "store_feature_names"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,12 @@ class AblateSettings:
     train: TrainSettings = field(default_factory=TrainSettings)
     """Base settings of every run (split, first seed, epochs, lr, encoders, ...); model and
     features are set per variant, the seed per repetition."""
-    features: tuple[str, ...] = ("none", "text", "image", "text+image")
-    """BoNMF variants: each entry a '+'-joined subset of text, image, or 'none'."""
+    features: tuple[str, ...] = ("auto",)
+    """BoNMF variants, each a '+'-joined subset of the store's feature-set names (text, image,
+    imported and template sets), 'none' (IDs only) or 'all' (every feature set the store has).
+    'auto' expands to: none, each feature set alone, text+image, and all of them together
+    when the store has more sets than text and image (a store with text and image only:
+    none, text, image, text+image)."""
     baselines: tuple[str, ...] = ("svd", "nmf")
     """Models trained without side information for comparison."""
     name: str | None = None
@@ -64,7 +73,8 @@ class AblateSettings:
             if b not in MODELS or b == "bonmf":
                 raise ConfigError(f"--baselines: {b!r} is not one of svd, nmf.")
         for f in self.features:
-            parse_features(f)
+            if f.strip().lower() != AUTO:
+                parse_features(f)
         if not self.features and not self.baselines:
             raise ConfigError("Nothing to ablate: give at least one --features variant or baseline.")
         if self.seeds < 1:
@@ -74,23 +84,55 @@ class AblateSettings:
         if not 0.5 <= self.level < 1.0:
             raise ConfigError(f"level must be in [0.5, 1) (got {self.level}).")
 
-    def variants(self) -> list[tuple[str, tuple[str, ...]]]:
-        """(model, features) of every run, baselines first."""
-        return [(b, ()) for b in self.baselines] + [("bonmf", parse_features(f)) for f in self.features]
+    def variants(self, available: tuple[str, ...] | list[str] = MODALITIES) -> list[tuple[str, tuple[str, ...]]]:
+        """(model, features) of every run, baselines first; ``auto`` and ``all`` expand over
+        ``available``, the feature-set names the store has (``store_feature_names``)."""
+        bonmf: list[tuple[str, ...]] = []
+        for spec in self.features:
+            bonmf.extend(auto_variants(available) if spec.strip().lower() == AUTO else [expand(spec, available)])
+        return [(b, ()) for b in self.baselines] + [("bonmf", f) for f in dict.fromkeys(bonmf)]
 
     def seed_list(self) -> list[int]:
         return [self.train.seed + i for i in range(self.seeds)]
 
 
+AUTO, ALL = "auto", "all"
+
+
+def store_feature_names(store: Store) -> list[str]:
+    """Names of the feature sets the store holds (text, image, then the others by name)."""
+    return [n for n in feature_names(store) if feature_sets(store, n)]
+
+
+def auto_variants(available) -> list[tuple[str, ...]]:
+    """none, each set alone, text+image (when both exist), and all of them (when more exist)."""
+    names = tuple(available)
+    out: list[tuple[str, ...]] = [(), *((n,) for n in names)]
+    if all(m in names for m in MODALITIES):
+        out.append(MODALITIES)
+    if len(names) > 2 or (len(names) == 2 and set(names) != set(MODALITIES)):
+        out.append(names)
+    return list(dict.fromkeys(out))
+
+
+def expand(spec: str, available) -> tuple[str, ...]:
+    """A variant's feature sets, 'all' replaced by every name in ``available``."""
+    parts: list[str] = []
+    for p in parse_features(spec):
+        parts.extend(available if p == ALL else [p])
+    return tuple(dict.fromkeys(parts))
+
+
 def parse_features(spec: str) -> tuple[str, ...]:
-    """'text+image' -> ('text', 'image'); 'none' -> ()."""
+    """'text+image' -> ('text', 'image'); 'none' -> (); 'all' stays 'all' (see ``expand``)."""
     if spec.strip().lower() in ("none", ""):
         return ()
     parts = tuple(p.strip() for p in spec.replace(",", "+").split("+"))
     bad = [p for p in parts if not is_feature_name(p)]
     if bad:
-        raise ConfigError(f"--features {spec!r}: {', '.join(bad)} is no feature-set name; use none, text, image, "
-                          "text+image or names imported with `bonmf-pipe features import`.")
+        raise ConfigError(f"--features {spec!r}: {', '.join(bad)} is no feature-set name; use auto, none, all, text, "
+                          "image, text+image or names of imported / template sets (`bonmf-pipe features coverage` "
+                          "lists them).")
     return tuple(dict.fromkeys(parts))
 
 
@@ -148,7 +190,7 @@ def ablate(store: Store, settings: AblateSettings | None = None, progress: Progr
     curves: dict[str, list[dict]] = {}
     notes: list[str] = []
     split_ids: dict[int, str] = {}
-    variants = s.variants()
+    variants = s.variants(store_feature_names(store))
     total = len(variants) * s.seeds
     for seed in s.seed_list():
         base = dataclasses.replace(s.train, seed=seed)

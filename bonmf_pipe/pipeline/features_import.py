@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, InputError
 from bonmf_pipe.featurestore import ids as idmap
-from bonmf_pipe.featurestore.features import MODALITIES, feature_dir, is_feature_name
+from bonmf_pipe.featurestore.features import MODALITIES, RESERVED_NAMES, feature_dir, feature_sets, is_feature_name
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.pipeline.encode.shards import FeatureWriter, append_rejects
@@ -73,10 +73,10 @@ class ImportSettings:
     """Vectors per Parquet shard."""
 
     def __post_init__(self) -> None:
-        if not is_feature_name(self.name) or self.name in MODALITIES:
+        if not is_feature_name(self.name) or self.name in (*MODALITIES, *RESERVED_NAMES):
             raise ConfigError(
                 f"--name {self.name!r}: use lower-case letters, digits and '_' (starting with a letter, at most 40), "
-                f"and not {' or '.join(MODALITIES)} (the encoder's own feature sets)."
+                f"and not {' or '.join(MODALITIES)} (the encoder's own feature sets) or {', '.join(RESERVED_NAMES)}."
             )
         if self.key_column not in KEY_COLUMNS:
             raise ConfigError(f"--key-column {self.key_column!r}: use one of {', '.join(KEY_COLUMNS)}.")
@@ -145,6 +145,10 @@ def import_features(store: Store, settings: ImportSettings, progress: ProgressCa
                             time.perf_counter() - started)
     if not store.has_table("items"):
         raise ConfigError(f"The store at {store.root} has no items table: run `bonmf-pipe ingest` first.")
+    templated = [fs.key for fs in feature_sets(store, s.name) if fs.template is not None]
+    if templated:
+        raise ConfigError(f"--name {s.name}: the store's feature set '{s.name}' holds vectors encoded from a text "
+                          f"template ({', '.join(templated)}); import under another --name.")
     task = f"import {s.name}"
     report.begin(task, unit="rows")
     rows = _read(s, fmt)

@@ -4,6 +4,10 @@ Per modality: find the model's files (no loading) -> the encoder key from the ke
 -> anti-join the current inputs of this ``--shard i/N`` against that key's shards -> if
 nothing is missing, stop (no model is loaded) -> else load the model, hash its weights
 into the spec and key, and encode only the missing rows, committing a shard at a time.
+
+With ``--name NAME --text-template TEMPLATE`` the one set written is the template set NAME
+(``features/NAME/<key>``): the text model over each item's rendered template (see
+``templates.py``); items whose text is empty are rejected, once per content.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.featurestore.features import current_inputs, feature_dir, item_partition
+from bonmf_pipe.featurestore.features import current_inputs, feature_dir, feature_sets, item_partition
 from bonmf_pipe.featurestore.manifest import read_manifest
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.pipeline.encode.keys import KeyCache, descriptor, encoder_key
@@ -28,6 +32,7 @@ from bonmf_pipe.pipeline.encode.loops import Failure, encode_images, encode_text
 from bonmf_pipe.pipeline.encode.registry import ModelSource, download_text_model, resolve_source
 from bonmf_pipe.pipeline.encode.settings import EncodeSettings, Runtime, resolve_runtime
 from bonmf_pipe.pipeline.encode.shards import STAGE, FeatureWriter, append_rejects, missing_inputs, reject_raw, rejected_inputs
+from bonmf_pipe.pipeline.encode.templates import TEMPLATE_RULES, template_texts
 from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.runtime import resolve_device, world
 
@@ -96,16 +101,21 @@ def encode(
     start = time.perf_counter()
     report = Reporter(progress)
     runtime = resolve_runtime(settings)
-    template = store.manifest("items").settings.get("text_template")
+    if settings.name is not None:
+        check_template_set_name(store, settings.name)
+        template = settings.text_template
+    else:
+        template = store.manifest("items").settings.get("text_template")
     summaries, rejects = [], 0
     with _torch_threads(settings.cpu_threads if runtime.device == "cpu" else None):
-        for modality in settings.modalities:
+        for name, modality in settings.jobs:
             i, n = settings.shard
-            # one encoder per modality and shard at a time: a second one waits, then finds it all done
-            with store.lock(f"encode-{modality}-{i}of{n}", what=f"encode --modality {modality}", progress=progress):
-                job = _ModalityJob(store, settings, runtime, modality, template, report, forward_hook)
+            what = f"encode --name {name}" if settings.name else f"encode --modality {modality}"
+            # one encoder per feature set and shard at a time: a second one waits, then finds it all done
+            with store.lock(f"encode-{name}-{i}of{n}", what=what, progress=progress):
+                job = _ModalityJob(store, settings, runtime, modality, template, report, forward_hook, name)
                 summary, failures = job.run()
-            rejects += append_rejects(store, [_reject_row(modality, f) for f in failures])
+            rejects += append_rejects(store, [_reject_row(name, f) for f in failures])
             summaries.append(summary)
             report.note(_note(summary), "warning" if summary.failed else "info")
     return EncodeSummary(
@@ -143,18 +153,34 @@ def torchrun_shard(settings: EncodeSettings) -> EncodeSettings:
     return dataclasses.replace(settings, shard=(w.rank, w.size))
 
 
+def check_template_set_name(store: Store, name: str) -> None:
+    """A ConfigError when ``name`` already holds imported vectors (one name, one kind of set)."""
+    imported = [fs.key for fs in feature_sets(store, name) if fs.template is None]
+    if imported:
+        raise ConfigError(
+            f"--name {name}: the store's feature set '{name}' holds imported vectors ({', '.join(imported)}); "
+            "give the template set another --name."
+        )
+
+
 def shard_inputs(store: Store, modality: str, shard: tuple[int, int]) -> pa.Table:
     """Current (item_id, content_hash, input) of the items in partition ``i`` of ``N``."""
-    inputs = current_inputs(store, modality)
+    return _in_shard(current_inputs(store, modality), shard)
+
+
+def _in_shard(table: pa.Table, shard: tuple[int, int]) -> pa.Table:
     i, n = shard
     if n > 1:
-        inputs = inputs.filter(pa.array(item_partition(inputs.column("item_id"), n) == i))
-    return inputs
+        table = table.filter(pa.array(item_partition(table.column("item_id"), n) == i))
+    return table
 
 
 class _ModalityJob:
-    def __init__(self, store, settings, runtime, modality, template, report, hook):
+    def __init__(self, store, settings, runtime, modality, template, report, hook, name=None):
         self.store: Store = store
+        self.set_name: str = name or modality  # the feature set's folder: the modality or a template set's name
+        self.is_template_set = self.set_name != modality
+        self.empty: list[Failure] = []  # template sets: items whose text renders empty
         self.settings: EncodeSettings = settings
         self.runtime: Runtime = runtime
         self.modality: str = modality
@@ -168,12 +194,12 @@ class _ModalityJob:
         source = resolve_source(self.modality, self.name)
         inputs, excluded = self._inputs()
         options = self._options(source)
-        cache = KeyCache(self.store, self.modality)
+        cache = KeyCache(self.store, self.set_name)
         desc = descriptor(source, options)
         key = cache.get(desc)
-        todo = missing_inputs(self.store, self.modality, key, inputs) if key else inputs
+        todo = missing_inputs(self.store, self.set_name, key, inputs) if key else inputs
         if inputs.num_rows == 0 or (key and todo.num_rows == 0):
-            return self._summary(key, inputs, 0, excluded, [], loaded=False), []
+            return self._summary(key, inputs, 0, excluded, self.empty, loaded=False), self.empty
         if source.kind == "hub" and self.modality == "text":
             source = download_text_model(source)
             options = self._options(source)  # its sentence-transformers pooling config is known now
@@ -184,33 +210,45 @@ class _ModalityJob:
             desc = descriptor(resolve_source(self.modality, self.name), options)
         cache.put(desc, new_key)
         if new_key != key:
-            todo = missing_inputs(self.store, self.modality, new_key, inputs)
+            todo = missing_inputs(self.store, self.set_name, new_key, inputs)
         if todo.num_rows == 0:  # the files had changed but not the weights: same key, all there
-            return self._summary(new_key, inputs, 0, excluded, [], loaded=True), []
+            return self._summary(new_key, inputs, 0, excluded, self.empty, loaded=True), self.empty
+        extra = {"text_template": self.template, "template_rules": TEMPLATE_RULES} if self.is_template_set else None
         writer = FeatureWriter(
-            self.store, self.modality, new_key, encoder.spec, encoder.dim, self.settings.store_dtype, settings_dict(self.settings)
+            self.store, self.set_name, new_key, encoder.spec, encoder.dim, self.settings.store_dtype,
+            settings_dict(self.settings), extra=extra,
         )
-        failures = self._encode(encoder, todo, writer)
-        encoded = todo.num_rows - len(failures)
+        failures = self._encode(encoder, todo, writer) + self.empty
+        encoded = todo.num_rows - (len(failures) - len(self.empty))
         summary = self._summary(new_key, inputs, encoded, excluded, failures, loaded=True, skipped=inputs.num_rows - todo.num_rows)
         return summary, failures
 
     def _inputs(self) -> tuple[pa.Table, int]:
-        inputs = shard_inputs(self.store, self.modality, self.settings.shard)
-        if self.settings.retry_rejected:
-            return inputs, 0
-        rejected = rejected_inputs(self.store, self.modality)
+        """(inputs to encode, how many earlier rejects were left out); sets ``self.empty``."""
+        if self.is_template_set:
+            inputs, empty = (_in_shard(t, self.settings.shard) for t in template_texts(self.store, self.template))
+        else:
+            inputs, empty = shard_inputs(self.store, self.modality, self.settings.shard), None
+        rejected = set() if self.settings.retry_rejected else rejected_inputs(self.store, self.set_name)
+        excluded = 0
+        if empty is not None:
+            pairs = zip(empty.column("item_id").to_pylist(), empty.column("content_hash").to_pylist(), strict=True)
+            new = [(i, h) for i, h in pairs if (i, h) not in rejected]
+            excluded += empty.num_rows - len(new)
+            reason = f"text template {self.template!r} renders empty for this item"
+            self.empty = [Failure(i, h, "items", reason) for i, h in new]
         if not rejected:
-            return inputs, 0
+            return inputs, excluded
         pairs = zip(inputs.column("item_id").to_pylist(), inputs.column("content_hash").to_pylist(), strict=True)
         keep = np.array([p not in rejected for p in pairs], dtype=bool)
-        return inputs.filter(pa.array(keep)), int((~keep).sum())
+        return inputs.filter(pa.array(keep)), excluded + int((~keep).sum())
 
     def _options(self, source: ModelSource) -> dict[str, Any]:
         if self.modality == "text":
             from bonmf_pipe.pipeline.encode.text import text_options
 
-            return text_options(source, self.settings, self.runtime, self.template)
+            options = text_options(source, self.settings, self.runtime, self.template)
+            return {**options, "template_rules": TEMPLATE_RULES} if self.is_template_set else options
         from bonmf_pipe.pipeline.encode.image import image_options
 
         return image_options(self.settings, self.runtime)
@@ -225,7 +263,7 @@ class _ModalityJob:
         return ImageEncoder(source, options, self.runtime)
 
     def _encode(self, encoder, todo: pa.Table, writer: FeatureWriter) -> list[Failure]:
-        task = f"encode {self.modality}"
+        task = f"encode {self.set_name}"
         batch = self.runtime.batch_size(self.settings, self.modality)
         rows = self.settings.rows_per_shard
 
@@ -246,10 +284,10 @@ class _ModalityJob:
     def _summary(self, key, inputs, encoded, excluded, failures, *, loaded, skipped=None) -> ModalitySummary:
         dim = None
         if key:
-            manifest = read_manifest(feature_dir(self.store, self.modality, key))
+            manifest = read_manifest(feature_dir(self.store, self.set_name, key))
             dim = int(manifest.extra.get("dim", 0)) if manifest else None
         return ModalitySummary(
-            modality=self.modality,
+            modality=self.set_name,
             model=self.name,
             encoder_key=key,
             dim=dim,

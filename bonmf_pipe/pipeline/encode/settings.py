@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bonmf_pipe import runtime
 from bonmf_pipe.errors import ConfigError
-from bonmf_pipe.featurestore.features import MODALITIES
+from bonmf_pipe.featurestore.features import MODALITIES, RESERVED_NAMES, is_feature_name, template_fields
 
 # Encoders by preset: (text model, image model). Names are registry names, Hugging Face
 # ids or timm names (see registry.py); local paths work wherever a name does.
@@ -71,10 +71,21 @@ class EncodeSettings:
     """torch intra-op threads while this call encodes on CPU (restored afterwards); None:
     leave torch's setting alone."""
     retry_rejected: bool = False
-    """Retry posters that an earlier encode rejected (by default they are skipped until
-    ingest sees a new file)."""
+    """Retry posters (and template texts) that an earlier encode rejected (by default they are
+    skipped until ingest sees a new file, or the item's fields change)."""
+    name: str | None = None
+    """Write the named text feature set NAME instead of the text / image sets: the text model
+    over ``text_template`` (both required together), stored in ``features/NAME/<key>`` with its
+    own key, manifest and SQL view ``NAME_features``; train it with ``--features text,image,NAME``.
+    Lower-case letters, digits and '_', not text or image. --modality is not used."""
+    text_template: str | None = None
+    """With --name: the template of that set's texts, over items columns ({title}, {year},
+    {genres}, {tags}, {text}, {imdb_id}, ...; lists ", "-joined), e.g. "{tags}" or
+    "{title}. Tags: {tags}.". A sentence with an empty field is dropped; an item whose text
+    comes out empty is rejected (no vector). Part of the key."""
 
     def __post_init__(self) -> None:
+        self._check_template_set()
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ConfigError(f"--modality {','.join(self.modalities)!r}: use text, image or text,image.")
@@ -99,6 +110,32 @@ class EncodeSettings:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, not {value}.")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num-workers must be 0 or more, not {self.num_workers}.")
+
+    def _check_template_set(self) -> None:
+        if self.name is None and self.text_template is None:
+            return
+        if self.name is None:
+            raise ConfigError(
+                "--text-template needs --name NAME: it writes a named text feature set beside the default one "
+                "(whose texts come from `bonmf-pipe ingest --text-template`)."
+            )
+        if not is_feature_name(self.name) or self.name in (*MODALITIES, *RESERVED_NAMES):
+            raise ConfigError(
+                f"--name {self.name!r}: use lower-case letters, digits and '_' (starting with a letter, at most 40), "
+                f"and not {', '.join(MODALITIES)} (the default feature sets) or {', '.join(RESERVED_NAMES)}."
+            )
+        if self.text_template is None or not self.text_template.strip():
+            raise ConfigError(f"--name {self.name} needs --text-template, e.g. --text-template \"{{tags}}\".")
+        if self.modalities == ("image",):
+            raise ConfigError(f"--name {self.name} writes a text feature set: drop --modality image.")
+        template_fields(self.text_template)  # syntax; the fields are checked against the items table
+
+    @property
+    def jobs(self) -> tuple[tuple[str, str], ...]:
+        """(feature-set name, encoder modality) of every set this run writes."""
+        if self.name is not None:
+            return ((self.name, "text"),)
+        return tuple((m, m) for m in self.modalities)
 
     def model_for(self, modality: str) -> str:
         """The model name this run uses for ``modality`` (explicit, else the preset's)."""

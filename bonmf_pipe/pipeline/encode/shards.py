@@ -66,14 +66,16 @@ def missing_inputs(store: Store, modality: str, key: str | None, inputs: pa.Tabl
 class FeatureWriter:
     """Appends shards of one feature set (modality + encoder key) to the store."""
 
-    def __init__(self, store: Store, modality: str, key: str, spec: dict[str, Any], dim: int, dtype: str, settings: dict[str, Any]):
+    def __init__(self, store: Store, modality: str, key: str, spec: dict[str, Any], dim: int, dtype: str,
+                 settings: dict[str, Any], extra: dict[str, Any] | None = None):
         self.folder = feature_dir(store, modality, key)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = f"features/{modality}/{key}"
         self.dim = dim
         self.dtype = dtype
         self.settings = settings
-        self.extra = {"encoder_key": key, "spec": spec, "dim": dim, "dtype": dtype, "modality": modality}
+        # extra: more manifest fields (a template set's text_template and template_rules)
+        self.extra = {"encoder_key": key, "spec": spec, "dim": dim, "dtype": dtype, "modality": modality, **(extra or {})}
         meta = parquet_metadata(self.name, settings, {"encoder_key": key, "spec": spec, "modality": modality})
         self.schema = feature_schema(dim, dtype).with_metadata(meta)
         self._cleaned = False

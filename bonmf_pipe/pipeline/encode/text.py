@@ -136,6 +136,7 @@ class TextEncoder:
             "compute_dtype": self.options["compute_dtype"],
             "store_dtype": self.options["store_dtype"],
             "text_template": self.options["text_template"],
+            **({"template_rules": self.options["template_rules"]} if "template_rules" in self.options else {}),
             PROVENANCE: {"name": source.name, "kind": source.kind, "location": str(source.location), **library_versions()},
         }
 
