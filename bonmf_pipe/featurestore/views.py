@@ -68,25 +68,26 @@ def feature_files(fs: FeatureSet) -> list[str]:
     return [str(p) for p in manifest.paths(fs.folder)] if manifest else []
 
 
-def current_features_sql(store: Store, fs: FeatureSet) -> str | None:
-    """SELECT of the feature set's current rows, one per item; None if it has no shards or no items table."""
+def current_features_sql(store: Store, fs: FeatureSet, *, ids_only: bool = False) -> str | None:
+    """SELECT of the feature set's current rows, one per item; None if it has no shards or no items table.
+
+    ``ids_only``: just the distinct ``item_id`` of those rows (no vector is read: coverage counts).
+    """
     files = feature_files(fs)
     if not files or not store.has_table("items") or not store.table_files("items"):
         return None
     items = sql_list(store.table_files("items"))
+    select = ("SELECT DISTINCT f.item_id" if ids_only else
+              f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key")
     if fs.matched_by == "id":  # imported vectors belong to item ids: every row of a known item is current
-        return (
-            f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
-            f"FROM read_parquet({sql_list(files)}) f SEMI JOIN read_parquet({items}) c USING (item_id)"
-        )
+        return f"{select} FROM read_parquet({sql_list(files)}) f SEMI JOIN read_parquet({items}) c USING (item_id)"
     if fs.matched_by == "template":  # the hash of the items fields the template renders
         current = template_inputs_sql(store, fs.template)
     else:
         hash_expr = text_content_hash_sql("text") if fs.modality == "text" else "poster_sha256"
         current = f"SELECT item_id, {hash_expr} AS content_hash FROM read_parquet({items})"
     return (
-        f"SELECT DISTINCT ON (f.item_id) f.item_id, f.content_hash, f.vector, {sql_literal(fs.key)} AS encoder_key "
-        f"FROM read_parquet({sql_list(files)}) f "
+        f"{select} FROM read_parquet({sql_list(files)}) f "
         f"SEMI JOIN (SELECT item_id, content_hash FROM ({current})) c "
         "USING (item_id, content_hash)"
     )
@@ -105,7 +106,7 @@ def feature_views(store: Store) -> dict[str, str]:
                 f"SELECT {sql_literal(modality)} AS feature_set, {sql_literal(newest.key)} AS encoder_key, "
                 f"{newest.dim} AS dim, n.items, count(f.item_id) AS with_vector, n.items - count(f.item_id) AS "
                 f"without_vector FROM (SELECT count(*) AS items FROM read_parquet({sql_list(store.table_files('items'))})) n "
-                f"LEFT JOIN ({sql}) f ON true GROUP BY n.items"
+                f"LEFT JOIN ({current_features_sql(store, newest, ids_only=True)}) f ON true GROUP BY n.items"
             )
     if coverage:  # per feature set (the newest of each name): items with and without a current vector
         views["coverage"] = " UNION ALL ".join(coverage)

@@ -77,7 +77,8 @@ class EncodeSettings:
     """Write the named text feature set NAME instead of the text / image sets: the text model
     over ``text_template`` (both required together), stored in ``features/NAME/<key>`` with its
     own key, manifest and SQL view ``NAME_features``; train it with ``--features text,image,NAME``.
-    Lower-case letters, digits and '_', not text or image. --modality is not used."""
+    Lower-case letters, digits and '_', not text, image, all, auto or none. --modality is not
+    used: the set is always text."""
     text_template: str | None = None
     """With --name: the template of that set's texts, over items columns ({title}, {year},
     {genres}, {tags}, {text}, {imdb_id}, ...; lists ", "-joined), e.g. "{tags}" or
