@@ -2,7 +2,9 @@
 fed from tensors already in memory (resident mode), same settings and batch size, same run.
 
 Each mode runs in its own process (``prepare`` with a memory budget that forces the mode), so
-each peak RSS is that mode's alone. The ceiling is the resident epoch.
+each peak RSS is that mode's alone. The ceiling of both is measured in the resident process:
+forward + backward + optimiser step alone on batches already on the device. Measured at batch
+512 (the earlier default) and at the model's default batch size for the device.
 """
 
 from __future__ import annotations
@@ -41,51 +43,120 @@ def build_store(sample: str, store: str) -> dict[str, Any]:
     return {"ingest_seconds": ingest_s, "split_seconds": time.perf_counter() - t0}
 
 
-def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int = 512, max_rows: int = 0,
-               threads: int = 0) -> dict[str, Any]:
+def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int | None = None, max_rows: int = 0,
+               threads: int = 1, ceiling: bool = False) -> dict[str, Any]:
     """One training epoch of ``model`` in ``mode`` (resident | streaming); ``max_rows`` > 0
-    stops after about that many ratings (the figure is then ratings/s of the part done)."""
+    stops after about that many ratings (the figure is then ratings/s of the part done).
+    ``batch_size`` None = the model's default for the device.
+
+    ``ceiling``: afterwards, in the same process, time forward + backward + optimiser step
+    alone over the same number of rows, cut beforehand into shuffled batches already on the
+    device (no shuffling, gathering, unknown-ID draws or loss bookkeeping): what the training
+    step itself allows, the bound both modes are measured against."""
     import torch
 
+    from bonmf_pipe import runtime
     from bonmf_pipe.featurestore import Store
     from bonmf_pipe.progress import Reporter
     from bonmf_pipe.trainer import TrainSettings
-    from bonmf_pipe.trainer.epoch import train_epoch
+    from bonmf_pipe.trainer.epoch import epoch_batches, train_epoch
     from bonmf_pipe.trainer.setup import new_model, new_optimizer, prepare
 
-    if threads:
-        torch.set_num_threads(threads)
     budget = 1 << 20 if mode == "resident" else 1  # MB: everything fits / must stream
-    s = TrainSettings(model=model, batch_size=batch_size, memory_budget_mb=budget, device="auto").effective()
-    t0 = time.perf_counter()
-    ctx = prepare(Store.open(store), s, None, None)
-    if mode == "streaming":  # stream with the default budget's shuffle buffer
-        ctx.mode, ctx.resident = "streaming", {}
-        ctx.settings = dataclasses.replace(s, memory_budget_mb=STREAM_BUDGET_MB)
-    prepare_s = time.perf_counter() - t0
-    if ctx.mode != mode:
-        raise RuntimeError(f"asked for {mode}, prepare chose {ctx.mode}")
+    s = TrainSettings(model=model, batch_size=batch_size, memory_budget_mb=budget, device="auto",
+                      threads=threads).effective()
+    with runtime.deterministic(s.threads):  # as train() runs it
+        t0 = time.perf_counter()
+        ctx = prepare(Store.open(store), s, None, None)
+        if mode == "streaming":  # stream with the default budget's shuffle buffer
+            ctx.mode, ctx.resident = "streaming", {}
+            ctx.settings = dataclasses.replace(s, memory_budget_mb=STREAM_BUDGET_MB)
+        prepare_s = time.perf_counter() - t0
+        if ctx.mode != mode:
+            raise RuntimeError(f"asked for {mode}, prepare chose {ctx.mode}")
+        warm = []  # a few steps of a throwaway model first: allocator and kernels warm in both modes
+        for b, _n, _lo in epoch_batches(ctx, "train", 3):
+            warm.append(b)
+            if len(warm) == 3:
+                break
+        _step_seconds(ctx, warm)
+        net = new_model(ctx)
+        opt = new_optimizer(net, ctx.settings)
+        done = [0]
+
+        def count(event) -> None:
+            if event.kind == "advance":
+                done[0] += event.advance
+                if max_rows and done[0] >= max_rows:
+                    raise _Enough
+
+        t0 = time.perf_counter()
+        try:
+            train_epoch(ctx, net, opt, 1, Reporter(count), "epoch")
+        except _Enough:
+            pass
+        _sync(ctx.device)
+        seconds = time.perf_counter() - t0
+        out = {"mode": ctx.mode, "device": str(ctx.device), "batch_size": s.batch_size, "lr": s.lr, "rows": done[0],
+               "n_train": ctx.n_train, "seconds": seconds, "prepare_seconds": prepare_s,
+               "buffer_rows": ctx.buffer_rows() if ctx.mode == "streaming" else None,
+               "ratings_per_s": done[0] / seconds}
+        if ceiling:
+            batches, rows = [], 0
+            for b, n, _lo in epoch_batches(ctx, "train", 2):  # another epoch's order, cut ahead of time
+                batches.append(b)
+                rows += n
+                if rows >= done[0]:
+                    break
+            out["ceiling_ratings_per_s"] = rows / _step_seconds(ctx, batches)
+    return out
+
+
+def _step_seconds(ctx, batches) -> float:
+    """Seconds of forward + MSE/L2 loss + backward + step over ``batches`` (on the device)."""
+    from bonmf_pipe.trainer.setup import new_model, new_optimizer
+
     net = new_model(ctx)
     opt = new_optimizer(net, ctx.settings)
-    done = [0]
-
-    def count(event) -> None:
-        if event.kind == "advance":
-            done[0] += event.advance
-            if max_rows and done[0] >= max_rows:
-                raise _Enough
-
+    net.train()
+    l2 = ctx.settings.l2
     t0 = time.perf_counter()
-    try:
-        train_epoch(ctx, net, opt, 1, Reporter(count), "epoch")
-    except _Enough:
-        pass
-    if ctx.device.type == "cuda":
+    for b in batches:
+        pred, penalty = net(b.users, b.items, b.item_pos)
+        loss = (pred - b.ratings).pow(2).mean() + l2 * penalty.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    return {"mode": ctx.mode, "device": str(ctx.device), "rows": done[0], "n_train": ctx.n_train,
-            "seconds": seconds, "prepare_seconds": prepare_s,
-            "buffer_rows": ctx.buffer_rows() if ctx.mode == "streaming" else None, "ratings_per_s": done[0] / seconds}
+
+
+def _mode_pair(store: Path, batch_size: int | None, max_rows: int) -> dict[str, Any]:
+    res = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="resident", batch_size=batch_size,
+                       max_rows=max_rows, ceiling=True)
+    stream = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="streaming", batch_size=batch_size,
+                          max_rows=max_rows)
+    ceiling_is = ("forward + backward + optimiser step alone, on shuffled batches already on the device "
+                  "(same process as the resident epoch)")
+    return {
+        "batch_size": res["batch_size"], "lr": res["lr"], "device": res["device"], "rows_measured": res["rows"],
+        "resident_ratings_per_s": paired(res["ratings_per_s"], res["ceiling_ratings_per_s"], "ratings/s", ceiling_is),
+        "streaming_ratings_per_s": paired(stream["ratings_per_s"], res["ceiling_ratings_per_s"], "ratings/s", ceiling_is),
+        "streaming_vs_resident": round(stream["ratings_per_s"] / res["ratings_per_s"], 3),
+        "seconds_per_epoch_streaming": round(stream["seconds"] * stream["n_train"] / max(stream["rows"], 1), 2),
+        "seconds_per_epoch_resident": round(res["seconds"] * res["n_train"] / max(res["rows"], 1), 2),
+        "prepare_seconds_resident": round(res["prepare_seconds"], 2),
+        "prepare_seconds_streaming": round(stream["prepare_seconds"], 2),
+        "peak_rss_mb_streaming": stream["peak_rss_mb"], "peak_rss_mb_resident": res["peak_rss_mb"],
+        "stream_shuffle_buffer_rows": stream["buffer_rows"],
+    }
 
 
 def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
@@ -94,17 +165,66 @@ def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
     make_sample(str(sample), ratings, users, items)
     store = work / f"store-train-{ratings}"
     built = run_isolated("benchmarks.train:build_store", sample=str(sample), store=str(store))
-    res = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="resident", max_rows=max_rows)
-    stream = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="streaming", max_rows=max_rows)
+    by_batch = {}
+    for batch in (512, None):  # the old default, then the device's default
+        pair = _mode_pair(store, batch, max_rows)
+        by_batch[str(pair["batch_size"])] = pair
     return {
-        "settings": {"ratings": ratings, "users": users, "items": items, "model": "nmf", "batch_size": 512,
-                     "split": "random:0.7 seed 42", "device": stream["device"], "rows_per_epoch": stream["rows"],
-                     "stream_shuffle_buffer_rows": stream["buffer_rows"]},
-        "ratings_per_s": paired(stream["ratings_per_s"], res["ratings_per_s"], "ratings/s",
-                                "the same network fed from tensors already in memory (resident mode)"),
-        "seconds_per_epoch_streaming": round(stream["seconds"] * stream["n_train"] / max(stream["rows"], 1), 2),
-        "seconds_per_epoch_resident": round(res["seconds"] * res["n_train"] / max(res["rows"], 1), 2),
-        "peak_rss_mb_streaming": stream["peak_rss_mb"],
-        "peak_rss_mb_resident": res["peak_rss_mb"],
+        "settings": {"ratings": ratings, "users": users, "items": items, "model": "nmf", "threads": 1,
+                     "split": "random:0.7 seed 42", "device": pair["device"],
+                     "rows_per_measurement": max_rows or "one epoch",
+                     "modes": "each mode in its own process; resident = the split held as tensors on the device, "
+                              "permuted once per epoch, gathered per batch; streaming = Parquet row groups through "
+                              "the default 512 MB shuffle buffer"},
+        "by_batch_size": by_batch,
         "split_seconds": round(built["split_seconds"], 2),
     }
+
+
+# -- the evidence behind the default (batch_size, lr) pairs (trainer/models/registry.py) ------------
+
+
+def batch_lr_runs(store: str, model: str, pairs: list[tuple[int, float]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Train ``model`` (TrainSettings defaults otherwise, CPU, 1 thread) once per (batch, lr) pair
+    and seed (each seed its own random:0.7 split); one row per run: best valid RMSE, test RMSE,
+    epochs, seconds of the training epochs."""
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.trainer import TrainSettings, train
+
+    rows = []
+    for batch, lr in pairs:
+        for seed in seeds:
+            s = TrainSettings(model=model, seed=seed, threads=1, device="cpu", batch_size=batch, lr=lr)
+            r = train(Store.open(store), s)
+            rows.append({"model": model, "batch_size": batch, "lr": lr, "seed": seed,
+                         "valid_rmse": min(e["valid_rmse"] for e in r.epochs), "test_rmse": r.test_rmse,
+                         "epochs_run": len(r.epochs), "best_epoch": r.best_epoch,
+                         "fit_seconds": sum(e["seconds"] for e in r.epochs)})
+    return rows
+
+
+def summarize_batch_lr(rows: list[dict[str, Any]], reference: tuple[int, float] = (512, 1e-3)) -> dict[str, Any]:
+    """Per model and (batch, lr): mean valid/test RMSE over the seeds, and the paired valid RMSE
+    difference against ``reference`` (the pre-change default) with its 95% interval."""
+    from bonmf_pipe.pipeline.stats import mean_std, paired_difference
+
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        by = {(r["batch_size"], r["lr"], r["seed"]): r for r in mine}
+        table = {}
+        for batch, lr in dict.fromkeys((r["batch_size"], r["lr"]) for r in mine):
+            seeds = sorted(s for (b, l_, s) in by if (b, l_) == (batch, lr))
+            entry: dict[str, Any] = {"seeds": seeds}
+            for k in ("valid_rmse", "test_rmse", "epochs_run", "fit_seconds"):
+                mean, std = mean_std([by[(batch, lr, s)][k] for s in seeds])
+                entry[k] = {"mean": round(mean, 5), "std": None if std != std else round(std, 5)}
+            both = [s for s in seeds if (*reference, s) in by]
+            if (batch, lr) != reference and len(both) >= 2:
+                d = paired_difference([by[(batch, lr, s)]["valid_rmse"] for s in both],
+                                      [by[(*reference, s)]["valid_rmse"] for s in both], 0.95).as_dict()
+                entry[f"valid_rmse_minus_batch{reference[0]}"] = {
+                    k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
+            table[f"{batch}@{lr:g}"] = entry
+        out[model] = table
+    return out

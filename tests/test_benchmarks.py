@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
+from bonmf_pipe.trainer import TrainSettings
 
 
 def _paired(fig: dict) -> None:
@@ -38,7 +39,10 @@ def test_ingest_and_train_smoke(tmp_path, capsys):
     assert ingest["peak_rss_mb"] > 0 and ingest["ceiling_peak_rss_mb"] > 0
 
     train = _load(out, "train")
-    _paired(train["ratings_per_s"])
-    assert train["settings"]["rows_per_epoch"] > 0
-    assert train["seconds_per_epoch_streaming"] > 0 and train["seconds_per_epoch_resident"] > 0
-    assert train["peak_rss_mb_streaming"] > 0 and train["peak_rss_mb_resident"] > 0
+    assert set(train["by_batch_size"]) == {"512", str(TrainSettings(model="nmf").effective().batch_size)}
+    for fig in train["by_batch_size"].values():
+        _paired(fig["resident_ratings_per_s"])
+        _paired(fig["streaming_ratings_per_s"])
+        assert fig["rows_measured"] > 0
+        assert fig["seconds_per_epoch_streaming"] > 0 and fig["seconds_per_epoch_resident"] > 0
+        assert fig["peak_rss_mb_streaming"] > 0 and fig["peak_rss_mb_resident"] > 0

@@ -148,6 +148,25 @@ def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoc
     runtime.seed_torch(s.seed, "dropout", epoch, *(("rank", dist.rank) if dist.size > 1 else ()))
     drops = _generator(ctx.device, s.seed, "unknown", epoch)
     total, n, bad = 0.0, 0, None
+    # each step's (loss, MSE, rows) wait on the device and are read back every SYNC_STEPS steps
+    # (every step on the CPU, where reading is free): a GPU never waits for the host mid-epoch
+    pending: list[tuple[int, torch.Tensor, int]] = []
+    every = 1 if ctx.device.type == "cpu" else SYNC_STEPS
+
+    def flush() -> None:
+        nonlocal total, n, bad
+        if not pending:
+            return
+        values = torch.stack([v for _, v, _ in pending]).tolist()  # one device sync
+        for (step, _, rows), (value, batch_mse) in zip(pending, values):
+            if not math.isfinite(value):
+                if not dist.active:
+                    raise diverged(s, f"the training loss became {value} at epoch {epoch}, batch {step}")
+                bad = bad or f"the training loss became {value} at epoch {epoch}, batch {step} (rank {dist.rank})"
+            total += batch_mse * rows
+            n += rows
+        pending.clear()
+
     for step, (b, rows, lo) in enumerate(epoch_batches(ctx, "train", epoch), start=1):
         users, items = b.users, b.items
         if s.unknown_prob > 0:
@@ -162,17 +181,14 @@ def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoc
             se = (pred - b.ratings).pow(2).sum()
             loss = (se + s.l2 * penalty.sum()) * scale if s.l2 else se * scale
             mse = se / max(len(users), 1)
-        value, batch_mse = torch.stack([loss.detach(), mse.detach()]).tolist()  # one device sync
-        if not math.isfinite(value):
-            if not dist.active:
-                raise diverged(s, f"the training loss became {value} at epoch {epoch}, batch {step}")
-            bad = bad or f"the training loss became {value} at epoch {epoch}, batch {step} (rank {dist.rank})"
+        pending.append((step, torch.stack([loss.detach(), mse.detach()]), len(users)))
+        if len(pending) >= every:
+            flush()  # a non-finite loss stops the run before its step (at once on the CPU)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients averaged over the ranks here
         opt.step()
-        total += batch_mse * len(users)
-        n += len(users)
         report.advance(task, rows)
+    flush()
     if dist.active:  # every rank reaches the same verdict (the weights are the same on all)
         total, n, n_bad = dist.sum([total, n, 1.0 if bad else 0.0])
         if n_bad:
@@ -180,6 +196,10 @@ def train_epoch(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, epoc
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise diverged(s, f"the weights became non-finite during epoch {epoch}")
     return total / max(n, 1)
+
+
+# Steps between reading the losses back from a GPU (each read waits for the device).
+SYNC_STEPS = 64
 
 
 def _generator(device: torch.device, root: int, *keys: str | int) -> torch.Generator:

@@ -9,13 +9,16 @@ from typing import Any
 from bonmf_pipe import runtime
 from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore.features import is_feature_name
-from bonmf_pipe.trainer.models import model_names, model_overrides
+from bonmf_pipe.trainer.models import model_batch_lr, model_names, model_overrides
 
 MODELS = model_names()
 FEATURES = ("text", "image")
 DEFAULT_EPOCHS = 30
 PAPER_EPOCHS = 10
 SCHEDULES = ("constant", "cosine")
+# lr when --batch-size is given without --lr: the default of the rounds when every run used
+# batch 512 (so an explicit batch size trains exactly as it did then)
+EXPLICIT_BATCH_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class TrainSettings:
     epochs: int | None = None
     """Most epochs to train (early stopping may end sooner); None = the preset's: 30, or the
     paper's 10 with ``paper``."""
-    batch_size: int = 512
-    """Ratings per optimiser step."""
-    lr: float = 1e-3
-    """Adam(W) learning rate (the peak of the schedule)."""
+    batch_size: int | None = None
+    """Ratings per optimiser step; None = the model's default for the device, with its matching
+    ``lr`` (trainer/models/registry.py): on the CPU the model's (e.g. 2,048); on CUDA larger, up to
+    32,768 as the split allows (at least 32 steps an epoch). Recorded in config.json's ``effective``."""
+    lr: float | None = None
+    """Adam(W) learning rate (the peak of the schedule); None = the one measured with the default
+    batch size when that is used too, else 1e-3 (the rate tuned for batch 512)."""
     lr_schedule: str = "constant"
     """constant (``lr`` every epoch) or cosine (from ``lr`` down to ``lr / 10`` over ``epochs``)."""
     seed: int = 42
@@ -130,8 +136,8 @@ class TrainSettings:
         runtime.check_device_name(self.device)
         checks = [
             ("epochs", self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
-            ("batch_size", self.batch_size >= 1, "--batch-size must be at least 1"),
-            ("lr", 0 < self.lr < float("inf"), "--lr must be a positive finite number"),
+            ("batch_size", self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
+            ("lr", self.lr is None or 0 < self.lr < float("inf"), "--lr must be a positive finite number"),
             ("lr_schedule", self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             ("seed", self.seed >= 0, "--seed must be non-negative"),
             ("threads", self.threads is None or self.threads >= 1, "--threads must be at least 1"),
@@ -151,9 +157,11 @@ class TrainSettings:
             if not ok:
                 raise ConfigError(f"{msg} (got {getattr(self, name)!r}).")
 
-    def effective(self) -> "TrainSettings":
+    def effective(self, n_train: int | None = None) -> "TrainSettings":
         """The settings that actually run: ``paper`` fixes the paper's network, the model
-        forces what it needs (registry overrides), open fields get their defaults."""
+        forces what it needs (registry overrides), open fields get their defaults (the batch
+        size on CUDA by the split's ``n_train`` training ratings when known; ``train`` resolves
+        again once it has loaded the split)."""
         s = self
         if s.paper:
             s = dataclasses.replace(
@@ -162,6 +170,10 @@ class TrainSettings:
                 epochs=s.epochs if s.epochs is not None else PAPER_EPOCHS,
             )
         s = dataclasses.replace(s, **model_overrides(s.model, s))
+        if s.batch_size is None or s.lr is None:
+            batch, lr = model_batch_lr(s.model, _device_type(s.device), n_train)
+            s = dataclasses.replace(s, lr=s.lr if s.lr is not None else lr if s.batch_size is None else EXPLICIT_BATCH_LR,
+                                    batch_size=s.batch_size if s.batch_size is not None else batch)
         if s.epochs is None:
             s = dataclasses.replace(s, epochs=DEFAULT_EPOCHS)
         if s.threads is None:
@@ -173,6 +185,15 @@ class TrainSettings:
         """Settings from their JSON form (config.json, a checkpoint); unknown keys ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+
+def _device_type(device: str) -> str:
+    """cpu or cuda: the type of device ``device`` runs on (``auto``: cuda when torch sees one)."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.partition(":")[0]
 
 
 def settings_from_json(d: dict[str, Any]) -> TrainSettings:

@@ -77,6 +77,10 @@ def train(
         settings = runs.resumed_settings(recorded, settings, wanted)
         if settings.threads is None:  # the thread count the run started with (sums depend on it)
             settings = dataclasses.replace(settings, threads=meta["config"].get("threads"))
+        # the batch size and lr the run resolved for its device: a resume elsewhere keeps them
+        ran = meta["config"].get("effective", {})
+        settings = dataclasses.replace(settings, **{k: ran[k] for k in ("batch_size", "lr")
+                                                    if getattr(settings, k) is None and ran.get(k) is not None})
     s = settings.effective()
     # -- under torchrun: join the process group; rank 0 alone reports and writes ---------------
     with distributed.session(runtime.resolve_device(s.device)) as dist, runtime.deterministic(s.threads):
@@ -90,6 +94,9 @@ def train(
             folder = store.runs_dir / run_id
         # -- load once: split, id maps, side vectors, ratings; model and optimiser ---------
         ctx = prepare(store, s, progress, ckpt_tensors, dist)
+        fitted = settings.effective(ctx.n_train)  # the default batch size of a GPU grows with the split
+        if fitted != s:
+            ctx.settings = s = fitted
         model = new_model(ctx)
         opt = new_optimizer(model, s)
         early, rows, start = EarlyStop(), [], 1

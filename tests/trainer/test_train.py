@@ -244,6 +244,36 @@ def test_on_epoch_hook_sees_each_epoch_and_can_stop_the_run(small_store):
     assert [e["lr"] for e in result.epochs] == [lr_at(1, eff), lr_at(2, eff)]
 
 
+def test_batch_size_and_lr_default_by_model_and_device_and_are_recorded(small_store):
+    from bonmf_pipe.trainer.models import model_batch_lr
+
+    for model in ("bonmf", "nmf", "svd"):
+        batch, lr = model_batch_lr(model, "cpu")
+        assert (TrainSettings(model=model, device="cpu").effective().batch_size,) == (batch,)
+        assert TrainSettings(model=model, device="cpu").effective().lr == lr
+        # CUDA: a large batch when the split is large, lr by the square root of the batch ...
+        for device in ("cuda", "cuda:1"):
+            big = TrainSettings(model=model, device=device).effective(n_train=17_500_000)
+            assert big.batch_size == 32768 and big.lr == pytest.approx(lr * (32768 / batch) ** 0.5)
+        mid = TrainSettings(model=model, device="cuda").effective(n_train=280_000)  # 32 steps of 8,192
+        assert mid.batch_size == max(batch, 8192) and mid.lr == pytest.approx(lr * (mid.batch_size / batch) ** 0.5)
+        # ... and on a split too small for it, the CPU's pair
+        assert model_batch_lr(model, "cuda", n_train=batch * 40) == (batch, lr)
+        # an explicit batch size trains as it always did (lr 1e-3) unless --lr is given too
+        assert TrainSettings(model=model, batch_size=512).effective().lr == 1e-3
+        assert TrainSettings(model=model, batch_size=512, device="cuda").effective(n_train=10**8).batch_size == 512
+        assert TrainSettings(model=model, lr=0.02, device="cpu").effective().batch_size == batch
+    assert model_batch_lr("svd", "mps") == model_batch_lr("svd", "cpu")
+    for bad in ({"batch_size": 0}, {"lr": 0.0}):
+        with pytest.raises(ConfigError):
+            TrainSettings(**bad)
+    # config.json: what was asked (None) and what ran (the device's default)
+    run = train(small_store, TrainSettings(model="svd", epochs=1, device="cpu"))
+    config = read_run_config(small_store, run.run_id)
+    assert config["settings"]["batch_size"] is None and config["settings"]["lr"] is None
+    assert (config["effective"]["batch_size"], config["effective"]["lr"]) == model_batch_lr("svd", "cpu")
+
+
 def test_lr_schedules_are_pure_functions_of_the_epoch():
     constant = TrainSettings(lr=0.01, epochs=5).effective()
     assert [lr_at(e, constant) for e in range(1, 6)] == [0.01] * 5

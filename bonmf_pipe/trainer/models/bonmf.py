@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.registry import Sides, register_model
+from bonmf_pipe.trainer.models.registry import Sides, adamw, register_model
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ def _no_side_information(s) -> dict:
 
 @register_model("nmf", config=BoNMFConfig, overrides=_no_side_information,
                 summary="the BoNMF network without side information (neural MF)")
-@register_model("bonmf", config=BoNMFConfig, summary="IDs + text + poster vectors, MLP")
+# with side vectors the step is compute-bound: batch 1,024 at lr 1.5e-3 had the best mean valid RMSE
+# of the larger batches (3 seeds, ml-latest-small; benchmarks/results/train-batch-lr-cpu2.json)
+@register_model("bonmf", config=BoNMFConfig, batch_lr=(1024, 1.5e-3), summary="IDs + text + poster vectors, MLP")
 class BoNMF(nn.Module):
     """prediction = [global + b_u + b_i] + [u . (e_i + sum projections)] + [MLP(u, e_i, sides)]."""
 
@@ -171,7 +173,7 @@ class BoNMF(nn.Module):
             {"params": side, "weight_decay": self.config.side_weight_decay, "lr": lr * self.config.side_lr_scale},
             {"params": dense, "weight_decay": weight_decay, "lr": lr},
         ]
-        return torch.optim.AdamW(groups, lr=lr)
+        return adamw(groups, lr)
 
     # -- scoring in parts: item-side and user-side terms computed once, then combined ------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,16 @@ class RatingModel(Protocol):
     def combine(self, up: dict[str, torch.Tensor], ip: dict[str, torch.Tensor], grid: bool) -> torch.Tensor: ...
 
 
+# The default (batch_size, lr) of a CPU run unless a model registers its own, each pair measured
+# together: the lr with the best mean valid RMSE over 3 seeds at that batch size on ml-latest-small
+# (benchmarks/results/train-batch-lr-cpu2.json). On CUDA the batch grows with the data, by
+# powers of two up to GPU_MAX_BATCH while every epoch keeps MIN_STEPS_PER_EPOCH steps, and the lr
+# with the square root of the batch (Adam's rule); on small data a GPU run is the CPU run.
+DEFAULT_BATCH_LR = (2048, 2e-3)
+GPU_MAX_BATCH = 32768
+MIN_STEPS_PER_EPOCH = 32
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -47,6 +58,7 @@ class ModelEntry:
     config: type  # the model's config dataclass, with a from_settings(TrainSettings) classmethod
     overrides: Callable[[Any], dict[str, Any]]  # TrainSettings -> fields the model forces
     summary: str
+    batch_lr: tuple[int, float]  # the default (batch_size, lr) on the CPU
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -54,15 +66,17 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 def register_model(
     name: str, *, config: type, overrides: Callable[[Any], dict[str, Any]] | None = None, summary: str = "",
+    batch_lr: tuple[int, float] = DEFAULT_BATCH_LR,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a model class (or factory) under ``name`` with its config dataclass."""
+    """Decorator: register a model class (or factory) under ``name`` with its config dataclass
+    and its default (batch_size, lr) on the CPU (``model_batch_lr`` derives the GPU's)."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         if not (dataclasses.is_dataclass(config) and hasattr(config, "from_settings")):
             raise TypeError(f"model {name!r}: config must be a dataclass with a from_settings classmethod")
-        _REGISTRY[name] = ModelEntry(name, build, config, overrides or (lambda s: {}), summary)
+        _REGISTRY[name] = ModelEntry(name, build, config, overrides or (lambda s: {}), summary, batch_lr)
         return build
 
     return decorate
@@ -84,6 +98,21 @@ def model_overrides(name: str, settings: Any) -> dict[str, Any]:
     return model_entry(name).overrides(settings)
 
 
+def model_batch_lr(name: str, device_type: str, n_train: int | None = None) -> tuple[int, float]:
+    """Model ``name``'s default (batch_size, lr) on a device of type ``device_type`` for a split
+    of ``n_train`` training ratings (None = large). The CPU (and any device but cuda): the
+    registered pair. CUDA: the largest power of two from the CPU batch up to ``GPU_MAX_BATCH``
+    that leaves ``MIN_STEPS_PER_EPOCH`` steps an epoch, lr scaled by sqrt(batch / CPU batch)."""
+    batch, lr = model_entry(name).batch_lr
+    if device_type != "cuda":
+        return batch, lr
+    fit = GPU_MAX_BATCH if n_train is None else max(n_train // MIN_STEPS_PER_EPOCH, 1)
+    large = batch
+    while large * 2 <= min(fit, GPU_MAX_BATCH):
+        large *= 2
+    return large, lr * math.sqrt(large / batch)
+
+
 def model_config(name: str, settings: Any) -> Any:
     """Model ``name``'s own config dataclass, built from (effective) training settings."""
     return model_entry(name).config.from_settings(settings)
@@ -93,6 +122,15 @@ def model_settings(name: str) -> frozenset[str]:
     """The training settings model ``name`` reads (its config's fields), e.g. to search only
     those: ``"dropout" in model_settings("svd")`` is False."""
     return frozenset(f.name for f in dataclasses.fields(model_entry(name).config))
+
+
+def adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    """AdamW over ``groups``, fused (one kernel per step for every parameter: on the CPU about
+    half the step time of the per-tensor loop at these sizes, same update rule) when every
+    parameter lives on a device with a fused kernel."""
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def create_model(name: str, config: Any, *, n_users: int, n_items: int, sides: Sides, mean: float) -> nn.Module:

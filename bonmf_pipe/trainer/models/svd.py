@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.registry import Sides, register_model
+from bonmf_pipe.trainer.models.registry import Sides, adamw, register_model
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ def _svd_overrides(s) -> dict:
     return {"features": (), "biases": True, "dot": True}
 
 
-@register_model("svd", config=SVDConfig, overrides=_svd_overrides,
+# svd takes a 5x larger step than the MLP models at batch 2,048 (best mean valid RMSE over 3 seeds on
+# ml-latest-small, below batch 512's; benchmarks/results/train-batch-lr-cpu2.json)
+@register_model("svd", config=SVDConfig, overrides=_svd_overrides, batch_lr=(2048, 1e-2),
                 summary="biased matrix factorisation (global + user + item bias + dot product)")
 class BiasedMF(nn.Module):
     def __init__(self, config: SVDConfig, *, n_users: int, n_items: int, sides: Sides, mean: float):
@@ -57,7 +59,7 @@ class BiasedMF(nn.Module):
             {"params": embeddings, "weight_decay": 0.0, "lr": lr},
             {"params": [self.global_bias], "weight_decay": weight_decay, "lr": lr},
         ]
-        return torch.optim.AdamW(groups, lr=lr)
+        return adamw(groups, lr)
 
     @torch.no_grad()
     def item_parts(self, items: torch.Tensor, item_pos: torch.Tensor) -> dict[str, torch.Tensor]:
