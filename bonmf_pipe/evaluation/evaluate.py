@@ -73,7 +73,7 @@ class EvalSettings:
     all of them (costly: users x catalogue model evaluations; ml-latest-small has 610 users)."""
     sample_seed: int = 0
     """Seed of the ``max_users`` sample."""
-    score_budget: int = 4_000_000
+    score_budget: int = 1 << 20
     """Full-catalogue protocol: scores computed per batch (users x items); bounds memory."""
     chunk_rows: int = 64 * 1024
     """Rows (test predictions, or a user's known items) handled at once; chunks hold whole

@@ -127,7 +127,7 @@ def topk_columns(scores: np.ndarray, kmax: int) -> np.ndarray:
     above = scores > kth
     tied = scores == kth
     need = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+    chosen = above | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= need))
     rows, cols = np.nonzero(chosen)  # row-major: columns ascending within a row
     cols = cols.reshape(n_rows, k)
     picked = np.take_along_axis(scores, cols, axis=1)

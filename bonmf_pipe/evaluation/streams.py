@@ -24,7 +24,7 @@ from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.trainer import split_dataset
 
 BATCH_ROWS = 64 * 1024
-MEMORY_LIMIT_MB = 256
+MEMORY_LIMIT_MB = 128
 
 
 @contextlib.contextmanager

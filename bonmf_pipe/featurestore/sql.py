@@ -75,13 +75,17 @@ def connect(store: Store, views: dict[str, str] | None = None) -> tuple[duckdb.D
 def spill_connection(tmp: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection held to ``memory_limit_mb`` that spills to folder ``tmp``.
 
-    For the pipeline's own queries (split creation, evaluation streams), not for user SQL.
+    For the pipeline's own queries (split creation, id maps, evaluation streams), not for
+    user SQL. Results without an ORDER BY may come in any order
+    (``preserve_insertion_order = false``: DuckDB then need not buffer rows to keep their
+    order); every query that needs an order says ORDER BY.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
     con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
     con.execute(f"SET temp_directory = {sql_literal(tmp.as_posix())}")
+    con.execute("SET preserve_insertion_order = false")
     return con
 
 

@@ -63,17 +63,22 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[s
         save_file(flat, str(tmp), metadata={"format": FORMAT, "bonmf": json.dumps(meta, default=str)})
 
 
-def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(folder: Path, only: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint's tensors and metadata; ``only`` (name prefixes, e.g. ``("model/",)``)
+    reads just those tensors (a scorer needs neither the optimiser state nor the best copy:
+    three quarters of the file)."""
     path = folder / CHECKPOINT
     if not path.exists():
         raise StoreError(f"{path} is missing: the run stopped before its first epoch ended. Train it again.")
     with safe_open(str(path), framework="pt") as fh:
         md = fh.metadata() or {}
-    if md.get("format") != FORMAT:
-        raise StoreError(
-            f"{path}: checkpoint format {md.get('format')!r}, this version reads {FORMAT!r}. "
-            "Train the run again with this version."
-        )
+        if md.get("format") != FORMAT:
+            raise StoreError(
+                f"{path}: checkpoint format {md.get('format')!r}, this version reads {FORMAT!r}. "
+                "Train the run again with this version."
+            )
+        if only is not None:
+            return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(only)}, json.loads(md["bonmf"])
     return load_file(str(path)), json.loads(md["bonmf"])
 
 

@@ -115,8 +115,21 @@ def test_trainers_creating_the_same_split_at_once_agree(small_store):
 
 
 def test_duckdb_memory_follows_the_budget_within_bounds():
-    from bonmf_pipe.trainer.splits import SPLIT_MEMORY_MB, duckdb_memory_mb
+    from bonmf_pipe.trainer.splits import DUCKDB_MAX_MB, DUCKDB_MIN_MB, duckdb_memory_mb
 
-    assert duckdb_memory_mb(1) == 64  # DuckDB's working minimum
-    assert duckdb_memory_mb(100) == 100  # the command's budget covers DuckDB too
-    assert duckdb_memory_mb(100_000) == SPLIT_MEMORY_MB  # sorts spill beyond it
+    assert duckdb_memory_mb(1) == DUCKDB_MIN_MB == 128  # DuckDB's working minimum for a 25 M sort
+    assert duckdb_memory_mb(768) == 192  # a quarter of the command's budget (DuckDB overshoots its limit)
+    assert duckdb_memory_mb(100_000) == DUCKDB_MAX_MB  # sorts spill beyond it
+
+
+def test_the_duckdb_limit_changes_neither_the_rows_nor_their_stored_order(tmp_path):
+    """The split the trainer streams (rows in their stored order) is the same whatever memory
+    DuckDB was given to sort it."""
+    from bonmf_pipe.trainer.splits import DUCKDB_MAX_MB, DUCKDB_MIN_MB
+
+    tables = []
+    for limit in (DUCKDB_MIN_MB, DUCKDB_MAX_MB):
+        store = build_store(tmp_path / f"limit-{limit}")
+        split_id = make_split(store, "random:0.6", seed=5, memory_limit_mb=limit, row_group_size=512)
+        tables.append(split_dataset(store, split_id).to_table())
+    assert tables[0].num_rows > 1000 and tables[0].equals(tables[1])
