@@ -66,3 +66,26 @@ def test_library_versions_name_what_changes_numbers():
     versions = runtime.library_versions()
     assert {"python", "torch", "numpy", "pyarrow", "duckdb", "polars"} <= set(versions)
     assert versions["torch"] and versions["numpy"]
+
+
+def test_deterministic_block_leaves_inductor_unloaded_and_follows_it_when_loaded():
+    """The switch is torch's own; importing inductor for it (as torch.use_deterministic_algorithms
+    does) would cost every train 2 s and ~150 MB of resident memory. A fresh interpreter, since
+    another test may have loaded inductor into this one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from bonmf_pipe import runtime\n"
+        "with runtime.deterministic(1):\n"
+        "    assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "assert 'torch._inductor.config' not in sys.modules, 'inductor was imported'\n"
+        "import torch._inductor.config as inductor\n"
+        "with runtime.deterministic(1):\n"
+        "    assert inductor.deterministic and torch.are_deterministic_algorithms_enabled()\n"
+        "assert not inductor.deterministic\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
