@@ -2,15 +2,21 @@
 
 Synthetic samples in the ML-25M shape (162,000 users, 62,000 movies, no posters) with 5 M and
 25 M ratings: the users and the catalogue stay the same, so the growth ratio (25 M peak / 5 M
-peak) is what the number of ratings costs. Every command runs through the CLI, as a user would
-type it, in its own process (``benchmarks.common.run_isolated``), so each peak is that
-command's alone:
+peak) is what the number of ratings costs. With ``full``, the ML-32M shape too (32 M ratings,
+200,948 users, 87,585 movies) when the disk has room for it. Every command runs through the
+CLI, as a user would type it, in its own process (``benchmarks.common.run_isolated``), so each
+peak is that command's alone:
 
 - ``ingest --path SAMPLE``
-- ``train --model svd --epochs 1 --batch-size 8192 --device cpu`` (split creation and the test
-  predictions included; default memory settings)
+- ``train --model svd --epochs 1 --batch-size 8192 --device cpu`` (split creation, the test
+  predictions and the evaluation included; default memory settings)
 - ``evaluate latest`` (both protocols, default settings)
+- ``train_budget_128``: the same train with ``--memory-budget-mb 128`` (its split is made)
 - ``recommend --user U``
+
+``floor`` processes (once per suite) only import what every command imports (``bonmf_pipe.cli``)
+and enter the trainer's deterministic block, or only ``import torch``: no command can peak
+lower than them.
 
 ``peak_rss_mb`` is the kernel's high-water mark of the process (VmHWM). ``peak_anon_mb`` is the
 largest anonymous (heap) resident size seen by a 20 ms sampler: RSS less the pages of mapped
@@ -37,8 +43,11 @@ SIZES = {
     "quick": {"floor": (20_000, 300, 1_000), "small": (1_000_000, USERS, ITEMS), "large": (5_000_000, USERS, ITEMS)},
     "full": {"floor": (20_000, 300, 1_000), "small": (5_000_000, USERS, ITEMS), "large": (25_000_000, USERS, ITEMS)},
 }
-COMMANDS = ("ingest", "train", "evaluate", "recommend")
+ML32M = (32_000_000, 200_948, 87_585)  # the ML-32M shape: measured with ``full`` when the disk allows
+ML32M_DISK_GB = 30  # sample, store, split and spill files of 32 M ratings, with room to spare
+COMMANDS = ("ingest", "train", "evaluate", "train_budget_128", "recommend")
 TRAIN_ARGS = ["--model", "svd", "--epochs", "1", "--batch-size", "8192", "--device", "cpu"]
+BUDGET_ARGS = ["--memory-budget-mb", "128"]
 
 
 def _status_mb(field: str) -> float:
@@ -83,6 +92,19 @@ def cli_step(args: list[str]) -> dict[str, Any]:
     return out
 
 
+def floor_step(what: str) -> dict[str, Any]:
+    """What a command costs before any data: ``cli`` imports ``bonmf_pipe.cli`` and enters the
+    trainer's deterministic block; ``torch`` only imports torch."""
+    if what == "torch":
+        import torch  # noqa: F401
+    else:
+        from bonmf_pipe import cli, runtime  # noqa: F401
+
+        with runtime.deterministic(1):
+            pass
+    return {"peak_anon_mb": round(_status_mb("RssAnon"), 1)}
+
+
 def first_user(store: str) -> dict[str, Any]:
     """A user with training ratings in the newest run (for ``recommend``)."""
     from bonmf_pipe.featurestore import Store
@@ -101,6 +123,7 @@ def _measure(work: Path, ratings: int, users: int, items: int) -> dict[str, Any]
         "ingest": ["ingest", "--path", str(sample), "--store", str(store)],
         "train": ["train", *TRAIN_ARGS, "--store", str(store)],
         "evaluate": ["evaluate", "latest", "--store", str(store)],
+        "train_budget_128": ["train", *TRAIN_ARGS, *BUDGET_ARGS, "--store", str(store)],
     }
     result: dict[str, Any] = {"ratings": ratings, "users": users, "items": items,
                               "sample_seconds": round(made["seconds"], 1)}
@@ -115,7 +138,15 @@ def _measure(work: Path, ratings: int, users: int, items: int) -> dict[str, Any]
 
 
 def run(size: str, work: Path) -> dict[str, Any]:
-    sizes = SIZES[size]
+    sizes = dict(SIZES[size])
+    skipped = None
+    if size == "full":
+        free_gb = shutil.disk_usage(work).free / 2**30
+        if free_gb >= ML32M_DISK_GB:
+            sizes["ml32m"] = ML32M
+        else:
+            skipped = f"ML-32M shape skipped: {free_gb:.0f} GB free under the work folder, {ML32M_DISK_GB} GB wanted"
+    floor = {what: run_isolated("benchmarks.scale:floor_step", what=what) for what in ("torch", "cli")}
     measured = {label: _measure(work, *shape) for label, shape in sizes.items()}
     small, large = measured["small"], measured["large"]
     growth = {
@@ -127,10 +158,13 @@ def run(size: str, work: Path) -> dict[str, Any]:
     }
     return {
         "settings": {
-            "train": " ".join(TRAIN_ARGS), "evaluate": "latest (defaults)", "posters": False,
+            "train": " ".join(TRAIN_ARGS), "train_budget_128": " ".join(TRAIN_ARGS + BUDGET_ARGS),
+            "evaluate": "latest (defaults)", "posters": False,
             "sizes": {label: {"ratings": r, "users": u, "items": i} for label, (r, u, i) in sizes.items()},
             "growth_is": f"peak at {large['ratings']:,} ratings / peak at {small['ratings']:,} ratings",
+            **({"skipped": skipped} if skipped else {}),
         },
+        "import_floor": floor,
         **measured,
         "growth": growth,
     }

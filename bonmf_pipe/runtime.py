@@ -39,6 +39,22 @@ VERSIONED = ("torch", "numpy", "pyarrow", "duckdb", "polars", "safetensors")
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
+def use_system_allocator() -> None:
+    """Arrow allocates through the C library's malloc, not its bundled mimalloc, unless the user
+    chose a pool (``ARROW_DEFAULT_MEMORY_POOL``). mimalloc keeps what a thread frees for that
+    thread to reuse: after the split's Arrow scans, 50-100 MB stayed resident for the rest of a
+    train at ML-25M size; with malloc, large buffers are returned to the system when freed
+    (train at 25 M ratings, --memory-budget-mb 128: peak 1,344 -> 1,285 MB; evaluate -100 MB).
+    Done once, when this module is first imported: buffers already allocated stay with their pool."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+use_system_allocator()
+
+
 # -- the torchrun world ---------------------------------------------------------------------------
 
 

@@ -89,3 +89,16 @@ def test_deterministic_block_leaves_inductor_unloaded_and_follows_it_when_loaded
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_arrow_allocates_through_malloc_unless_the_user_chose_a_pool():
+    import subprocess
+    import sys
+
+    code = "import pyarrow as pa, bonmf_pipe.runtime; print(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**env, "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"})
+    assert ours.stdout.strip() == "system", ours.stderr[-2000:]
+    assert chosen.stdout.strip() == "jemalloc", chosen.stderr[-2000:]
