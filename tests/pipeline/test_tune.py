@@ -213,5 +213,10 @@ def test_tune_under_torchrun_trains_each_trial_on_every_process_and_writes_once(
     for r in rows:
         config = read_run_config(store, r["run_id"])
         assert config["status"] == "done" and config["distributed"] == {"world_size": 2, "backend": "gloo"}
+    # an error on rank 0 before any trial (the study exists with other settings) reaches every rank: no hang
+    again = subprocess.run([*cmd, "--epochs", "3"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert again.returncode != 0  # and both ranks say why (rank 0 broadcast its error rather than leave rank 1 waiting)
+    assert (again.stdout + again.stderr).count("exists in this store with other settings") == 2
+    assert sorted(p.name for p in store.runs_dir.iterdir()) == sorted(r["run_id"] for r in rows)
     # rank 0's sampler is the one process's: the same seeded draws
     assert [t.params for t in trials] == [json.loads(r["params"]) for r in one.trials]
