@@ -15,6 +15,11 @@ medians over the repeats. Scaling efficiency = median rate(2) / (2 x median rate
 ``bonmf_pipe`` also trains the 2-process streaming runs, interleaved with this tree's, so a
 change to the streaming path is measured against what it replaced in the same run.
 
+The read path alone (``read_path``, in this process): one epoch of training rows from the
+split's row groups through the shuffle buffer into index arrays, as one process reads it (every
+row group) against each rank of 2 (its own row groups): what streaming DDP saves each rank.
+Before each rank read only its own part, every rank read every row group.
+
 Each 2-process run also times the gloo/NCCL all-reduce of one step's gradients alone (the
 dense embedding tables and the MLP), the cost every step pays whatever its batch size: it is
 what multi-process training must amortise.
@@ -148,6 +153,40 @@ def _store(sample: Path, store: Path) -> float:
     return seconds
 
 
+def read_path(store: Path, budget_mb: int, repeats: int) -> dict[str, Any]:
+    """Seconds to read one epoch's training rows into index arrays: all row groups (one process)
+    against rank 0's and rank 1's own row groups of 2 (medians over ``repeats``, interleaved)."""
+    from bonmf_pipe import runtime
+    from bonmf_pipe.featurestore import Store
+    from bonmf_pipe.trainer import data, make_split, split_dataset
+
+    st = Store.open(store)
+    split_id = make_split(st, "random:0.7", 42, row_group_size=ROW_GROUP)
+    dataset = split_dataset(st, split_id)
+    maps = data.build_id_maps(st, split_id)
+    buffer_rows = budget_mb * 2**20 // data.BYTES_PER_ROW
+
+    def epoch(rank: int, world: int, n: int) -> tuple[float, int]:
+        rng = runtime.numpy_rng(42, "shuffle", n)
+        t0 = time.perf_counter()
+        frags = data.own_fragments(dataset, "train", rng, rank, world)
+        rows = sum(len(data.to_indices(maps, t)[0]) for t in data.stream_fragments(frags, "train", rng, buffer_rows))
+        return time.perf_counter() - t0, rows
+
+    times: dict[str, list[float]] = {"one_process": [], "rank_0_of_2": [], "rank_1_of_2": []}
+    rows: dict[str, int] = {}
+    for n in range(repeats + 1):  # the first round warms the page cache and is not kept
+        for key, (rank, world) in {"one_process": (0, 1), "rank_0_of_2": (0, 2), "rank_1_of_2": (1, 2)}.items():
+            seconds, rows[key] = epoch(rank, world, n)
+            if n:
+                times[key].append(seconds)
+    med = {k: _median(v) for k, v in times.items()}
+    return {"rows": rows, "seconds": {k: round(v, 4) for k, v in med.items()},
+            "slower_rank_vs_one_process": paired(max(med["rank_0_of_2"], med["rank_1_of_2"]), med["one_process"],
+                                                 "s", "one process reading every row group, same run (medians)"),
+            "row_groups": len(data.own_fragments(dataset, "train", None))}
+
+
 def _rate(m: dict[str, Any]) -> float:
     return m["epochs"][-1]["ratings_per_s"]
 
@@ -170,6 +209,7 @@ def run(size: str, work: Path, repeats: int, baseline: Path | None = None) -> di
                      "figure": "the last epoch's ratings/s, median over the repeats"},
         "ingest_seconds": round(ingest_seconds, 1), "by_batch_size": {},
     }
+    out["read_path"] = read_path(store, budgets["streaming"], repeats)
     runs: dict[tuple[int, str], dict[str, list]] = {}
     for _ in range(repeats):  # interleaved: the load of the moment falls on every variant alike
         for batch in batches:
