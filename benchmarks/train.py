@@ -2,15 +2,17 @@
 fed from tensors already in memory (resident mode), same settings and batch size, same run.
 
 Each mode runs in its own process (``prepare`` with a memory budget that forces the mode), so
-each peak RSS is that mode's alone. The ceiling of both is measured in the resident process:
-forward + backward + optimiser step alone on batches already on the device. Measured at batch
-512 (the earlier default) and at the model's default batch size for the device.
+each peak RSS is that mode's alone, and each process then measures the ceiling: forward +
+backward + optimiser step alone on batches already on the device. The modes alternate over
+3 repeats (medians). Measured at batch 512 (the earlier default) and at the model's default
+batch size for the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -138,24 +140,39 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def _mode_pair(store: Path, batch_size: int | None, max_rows: int) -> dict[str, Any]:
-    res = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="resident", batch_size=batch_size,
-                       max_rows=max_rows, ceiling=True)
-    stream = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="streaming", batch_size=batch_size,
-                          max_rows=max_rows)
-    ceiling_is = ("forward + backward + optimiser step alone, on shuffled batches already on the device "
-                  "(same process as the resident epoch)")
+def _mode_pair(store: Path, batch_size: int | None, max_rows: int, repeats: int) -> dict[str, Any]:
+    """Resident and streaming, ``repeats`` times interleaved (a busy machine slows both alike),
+    each process measuring its own ceiling right after its epoch; medians over the repeats."""
+    runs: dict[str, list[dict[str, Any]]] = {"resident": [], "streaming": []}
+    for _ in range(repeats):
+        for mode in runs:
+            runs[mode].append(run_isolated("benchmarks.train:epoch_step", store=str(store), mode=mode,
+                                           batch_size=batch_size, max_rows=max_rows, ceiling=True))
+    res, stream = runs["resident"], runs["streaming"]
+    ceiling_is = ("forward + backward + optimiser step alone on shuffled batches already on the device, "
+                  "measured in the same process right after the mode's epoch (median over the repeats)")
+
+    def med(rs: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in rs))
+
+    def figure(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        fig = paired(med(rs, "ratings_per_s"), med(rs, "ceiling_ratings_per_s"), "ratings/s", ceiling_is)
+        fig["runs"] = [[round(r["ratings_per_s"]), round(r["ceiling_ratings_per_s"])] for r in rs]
+        return fig
+
     return {
-        "batch_size": res["batch_size"], "lr": res["lr"], "device": res["device"], "rows_measured": res["rows"],
-        "resident_ratings_per_s": paired(res["ratings_per_s"], res["ceiling_ratings_per_s"], "ratings/s", ceiling_is),
-        "streaming_ratings_per_s": paired(stream["ratings_per_s"], res["ceiling_ratings_per_s"], "ratings/s", ceiling_is),
-        "streaming_vs_resident": round(stream["ratings_per_s"] / res["ratings_per_s"], 3),
-        "seconds_per_epoch_streaming": round(stream["seconds"] * stream["n_train"] / max(stream["rows"], 1), 2),
-        "seconds_per_epoch_resident": round(res["seconds"] * res["n_train"] / max(res["rows"], 1), 2),
-        "prepare_seconds_resident": round(res["prepare_seconds"], 2),
-        "prepare_seconds_streaming": round(stream["prepare_seconds"], 2),
-        "peak_rss_mb_streaming": stream["peak_rss_mb"], "peak_rss_mb_resident": res["peak_rss_mb"],
-        "stream_shuffle_buffer_rows": stream["buffer_rows"],
+        "batch_size": res[0]["batch_size"], "lr": res[0]["lr"], "device": res[0]["device"],
+        "rows_measured": res[0]["rows"], "repeats": repeats,
+        "resident_ratings_per_s": figure(res),
+        "streaming_ratings_per_s": figure(stream),
+        "streaming_vs_resident": round(med(stream, "ratings_per_s") / med(res, "ratings_per_s"), 3),
+        "seconds_per_epoch_streaming": round(med(stream, "seconds") * stream[0]["n_train"] / max(stream[0]["rows"], 1), 2),
+        "seconds_per_epoch_resident": round(med(res, "seconds") * res[0]["n_train"] / max(res[0]["rows"], 1), 2),
+        "prepare_seconds_resident": round(med(res, "prepare_seconds"), 2),
+        "prepare_seconds_streaming": round(med(stream, "prepare_seconds"), 2),
+        "peak_rss_mb_streaming": max(r["peak_rss_mb"] for r in stream),
+        "peak_rss_mb_resident": max(r["peak_rss_mb"] for r in res),
+        "stream_shuffle_buffer_rows": stream[0]["buffer_rows"],
     }
 
 
@@ -167,7 +184,7 @@ def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
     built = run_isolated("benchmarks.train:build_store", sample=str(sample), store=str(store))
     by_batch = {}
     for batch in (512, None):  # the old default, then the device's default
-        pair = _mode_pair(store, batch, max_rows)
+        pair = _mode_pair(store, batch, max_rows, 1 if size == "smoke" else 3)
         by_batch[str(pair["batch_size"])] = pair
     return {
         "settings": {"ratings": ratings, "users": users, "items": items, "model": "nmf", "threads": 1,
