@@ -9,6 +9,16 @@ comparison is the project's own ``ablate`` (same split per seed for every varian
 t-intervals of each BoNMF variant against the best ID-only model); this script adds the split
 sizes and writes ``benchmarks/results/cold-items-<machine>.json``.
 
+Before the ablation the named template sets of ``--template NAME=TEMPLATE`` (default
+``tags={tags}``: MiniLM over each movie's tags, 1,572 of ml-latest-small's movies; seconds on
+the CPU) are encoded into the work copy of the store through the library's ``encode`` (a no-op
+when the copy has them already). The BoNMF variants then default to text+image, each template
+set alone and text+image with every template set; besides the ablation's own comparisons
+(``comparisons``: each variant minus the best ID-only model, test and cold RMSE), ``paired``
+holds each variant minus the best ID-only model and minus bonmf text+image on test RMSE and
+NDCG@10, paired by seed with 95% t-intervals. ``--template none`` encodes nothing (text+image
+only, as before).
+
     .venv/bin/python -m benchmarks.cold_items --store /path/to/encoded/store [--seeds 3] [--new-users]
 
 ``--new-users`` adds the fold-in comparison on ``cold-users:0.1`` (``new_users``).
@@ -31,6 +41,38 @@ from benchmarks.common import RESULTS_DIR, WORK_DIR, machine_info, write_results
 SPLIT = "cold-items:0.1"
 FEATURES = ("text+image",)
 BASELINES = ("svd", "nmf")
+TEMPLATES = (("tags", "{tags}"),)  # (name, template) sets encoded into the work store
+PAIRED = ("rmse", "ndcg_at_10")  # metrics of the ``paired`` comparisons
+TEXT_IMAGE = "bonmf text+image"
+
+
+def parse_template(spec: str) -> tuple[str, str]:
+    """``NAME=TEMPLATE`` -> (name, template)."""
+    name, sep, template = spec.partition("=")
+    if not sep or not name.strip() or not template:
+        raise SystemExit(f"--template {spec!r}: use NAME=TEMPLATE, e.g. tags={{tags}} (or none).")
+    return name.strip(), template
+
+
+def default_features(templates: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """text+image, each template set alone, and text+image with all of them."""
+    names = tuple(n for n, _ in templates)
+    return FEATURES if not names else (*FEATURES, *names, "+".join(("text", "image", *names)))
+
+
+def encode_templates(store, templates: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Encode each named template set into ``store`` (the offline text model on the CPU, one
+    thread); what each wrote, per set."""
+    from bonmf_pipe.pipeline.encode import EncodeSettings, encode
+
+    out: dict[str, Any] = {}
+    for name, template in templates:
+        summary = encode(store, EncodeSettings(name=name, text_template=template, device="cpu", cpu_threads=1))
+        m = summary.modalities[0]
+        out[name] = {"template": template, "encoder_key": m.encoder_key, "model": m.model, "dim": m.dim,
+                     "items": m.items, "encoded": m.encoded, "already_there": m.skipped,
+                     "rejected": m.failed + m.excluded, "seconds": round(summary.seconds, 1)}
+    return out
 
 
 def prepare(work: Path, source: Path | None) -> Path:
@@ -47,9 +89,10 @@ def prepare(work: Path, source: Path | None) -> Path:
     return store
 
 
-def run(work: Path, source: Path | None, seeds: int, features: tuple[str, ...] = FEATURES,
-        epochs: int | None = None) -> dict[str, Any]:
-    """Ablate on a copy of the store, then summarise it (``report``)."""
+def run(work: Path, source: Path | None, seeds: int, features: tuple[str, ...] | None = None,
+        epochs: int | None = None, templates: tuple[tuple[str, str], ...] = TEMPLATES) -> dict[str, Any]:
+    """Encode the template sets into a copy of the store, ablate there, then summarise it
+    (``report``); ``features`` None: ``default_features(templates)``."""
     import torch
 
     from bonmf_pipe.featurestore import Store
@@ -58,13 +101,51 @@ def run(work: Path, source: Path | None, seeds: int, features: tuple[str, ...] =
 
     torch.set_num_threads(1)
     store = Store.open(prepare(work, source))
+    encoded = encode_templates(store, templates)
     base = TrainSettings(split=SPLIT, device="cpu", threads=1, epochs=epochs)
     t0 = time.perf_counter()
-    result = ablate(store, AblateSettings(train=base, features=features, baselines=BASELINES, seeds=seeds,
-                                          name="cold-items"))
+    result = ablate(store, AblateSettings(train=base, features=features or default_features(templates),
+                                          baselines=BASELINES, seeds=seeds, name="cold-items"))
     out = report(store, result.folder)
+    out["template_sets"] = encoded
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def paired(rows: list[dict], summary: list[dict], level: float = 0.95) -> dict[str, list[dict]]:
+    """Each BoNMF variant minus the best ID-only model (lowest mean test RMSE) and minus bonmf
+    text+image, on ``PAIRED`` metrics, paired by seed (``paired_difference``: mean with its
+    ``level`` t-interval; negative RMSE / positive NDCG = better than the reference)."""
+    from bonmf_pipe.pipeline.stats import paired_difference
+
+    def label(model: str, features: str) -> str:
+        return model if model != "bonmf" else f"bonmf {features}"
+
+    by = {(label(r["model"], r["features"]), r["seed"]): r for r in rows}
+    id_only = [e for e in summary if e["features"] == "none" and e.get("rmse_mean") is not None]
+    refs = {}
+    if id_only:
+        refs["vs_best_id_only"] = min(id_only, key=lambda e: e["rmse_mean"])["variant"]
+    if any(e["variant"] == TEXT_IMAGE for e in summary):
+        refs["vs_text_image"] = TEXT_IMAGE
+    out: dict[str, list[dict]] = {}
+    for key, ref in refs.items():
+        out[key] = []
+        for e in summary:
+            if e["model"] != "bonmf" or e["features"] == "none" or e["variant"] == ref:
+                continue
+            seeds = sorted(sd for (v, sd) in by if v == e["variant"] and (ref, sd) in by)
+            comp: dict[str, Any] = {"variant": e["variant"], "reference": ref, "seeds": seeds}
+            for m in PAIRED:
+                a = [_num(by[(e["variant"], sd)][m]) for sd in seeds]
+                b = [_num(by[(ref, sd)][m]) for sd in seeds]
+                comp[m] = {k: (None if v != v else v) for k, v in paired_difference(a, b, level).as_dict().items()}
+            out[key].append(comp)
+    return out
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def report(store, folder: Path) -> dict[str, Any]:
@@ -101,6 +182,7 @@ def report(store, folder: Path) -> dict[str, Any]:
         "comparisons": done["comparisons"],
         "rows": [{k: r[k] for k in keep} for r in rows],
         "effective_settings": effective,
+        "paired": paired(rows, done["summary"], done["settings"].get("level", 0.95)),
         "notes": done["notes"],
         "ablation_id": done["ablation_id"],
     }
@@ -137,7 +219,11 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", type=Path, help="an ingested + encoded ml-latest-small store to copy")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--features", default=",".join(FEATURES), help="BoNMF variants, comma-separated")
+    p.add_argument("--features", default=None,
+                   help="BoNMF variants, comma-separated (default: text+image, each template set, and all of them)")
+    p.add_argument("--template", action="append", metavar="NAME=TEMPLATE",
+                   help="a named text set to encode into the work store first (repeatable; default tags={tags}; "
+                        "'none': no template set)")
     p.add_argument("--epochs", type=int, default=None, help="most epochs (default: the trainer's)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--work", type=Path, default=WORK_DIR)
@@ -150,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
 
         results = report(Store.open(args.work / "cold-items" / "store"), args.report)
     else:
-        results = run(args.work, args.store, args.seeds, tuple(args.features.split(",")), args.epochs)
+        specs = args.template or []
+        templates = TEMPLATES if not specs else tuple(parse_template(t) for t in specs if t.strip().lower() != "none")
+        features = tuple(args.features.split(",")) if args.features else None
+        results = run(args.work, args.store, args.seeds, features, args.epochs, templates)
     if args.new_users:
         results["new_users"] = new_users(args.work)
         for label, m in results["new_users"]["models"].items():
@@ -161,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     for c in results["comparisons"]:
         d = c["rmse"]
         print(f"{c['variant']} - {c['reference']}: RMSE {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+    for key, comps in results.get("paired", {}).items():
+        for c in comps:
+            print(f"{key}: {c['variant']} - {c['reference']}: "
+                  + ", ".join(f"{m} {c[m]['mean']:+.4f} [{c[m]['low']:+.4f}, {c[m]['high']:+.4f}]"
+                              for m in PAIRED if c[m]["low"] is not None))
     for r in results["summary"]:
         print(r["model"], r["features"], {k: v for k, v in r.items() if k.startswith(("rmse", "ndcg_at_10"))})
     print(f"wrote {path}")
