@@ -1,7 +1,12 @@
-"""Evaluation: rating and ranking metrics of trained runs, recommendations."""
+"""Evaluation: rating and ranking metrics of trained runs, recommendations.
 
-from bonmf_pipe.evaluation.evaluate import EvalReport, EvalSettings, evaluate_run, resolve_run_id
-from bonmf_pipe.evaluation.recommend import recommend
+``EvalSettings`` imports nothing heavy (the CLI builds its options from it); the rest loads
+the scorer, hence torch, and is imported the first time it is used (PEP 562,
+``bonmf_pipe.lazy``).
+"""
+
+from bonmf_pipe import lazy
+from bonmf_pipe.evaluation.settings import EvalSettings
 
 __all__ = [
     "EvalReport",
@@ -10,3 +15,8 @@ __all__ = [
     "recommend",
     "resolve_run_id",
 ]
+
+__getattr__, __dir__ = lazy.exports(
+    __name__,
+    {"EvalReport": "evaluate", "evaluate_run": "evaluate", "resolve_run_id": "evaluate", "recommend": "recommend"},
+)

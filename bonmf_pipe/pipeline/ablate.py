@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bonmf_pipe.errors import ConfigError, StoreError
-from bonmf_pipe.evaluation import EvalSettings, evaluate_run
+from bonmf_pipe.evaluation import EvalSettings
 from bonmf_pipe.featurestore.features import MODALITIES, feature_names, feature_sets, is_feature_name
 from bonmf_pipe.featurestore.runs import EPOCHS, label, new_run_id
 from bonmf_pipe.featurestore.store import Store
@@ -38,7 +38,7 @@ from bonmf_pipe.pipeline.ablate_report import K, RESULT_SCHEMA, RESULTS, plot, s
 from bonmf_pipe.pipeline.tune import TuneSettings, tune
 from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.runtime import world
-from bonmf_pipe.trainer import MODELS, TrainSettings, read_run_config, run_dir, train
+from bonmf_pipe.trainer import MODELS, TrainSettings, read_run_config, run_dir
 
 __all__ = ["K", "RESULTS", "RESULT_SCHEMA", "AblateSettings", "AblationResult", "ablate", "parse_features",
            "store_feature_names"]
@@ -175,6 +175,8 @@ class AblationResult:
 
 def ablate(store: Store, settings: AblateSettings | None = None, progress: ProgressCallback | None = None) -> AblationResult:
     """Train (and, when asked, tune) every variant of ``settings`` for every seed; write the comparison."""
+    from bonmf_pipe.evaluation import evaluate_run  # the scorer and torch, loaded when an ablation runs
+
     s = settings or AblateSettings()
     if world().size > 1:
         raise ConfigError(
@@ -227,6 +229,8 @@ def ablate(store: Store, settings: AblateSettings | None = None, progress: Progr
 def _run_variant(store: Store, s: AblateSettings, ablation_id: str, run_settings: TrainSettings,
                  progress: ProgressCallback | None) -> tuple[str, list[dict], dict]:
     """Train the variant (or tune it and take the best trial's run); (run id, epochs, extra columns)."""
+    from bonmf_pipe.trainer import train  # torch, loaded when a variant trains
+
     if not s.tune_trials:
         result = train(store, run_settings, progress)
         valid = [e["valid_rmse"] for e in result.epochs if e.get("valid_rmse") is not None]

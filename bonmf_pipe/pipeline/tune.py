@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pyarrow as pa
@@ -47,9 +47,10 @@ from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, settings_dict
 from bonmf_pipe.progress import ProgressCallback, ProgressEvent, Reporter
 from bonmf_pipe.runtime import resolve_device, world
-from bonmf_pipe.trainer import (
-    Dist, TrainSettings, distributed_session, model_settings, read_run_config, run_dir, train,
-)
+from bonmf_pipe.trainer import TrainSettings, model_settings, read_run_config, run_dir
+
+if TYPE_CHECKING:
+    from bonmf_pipe.trainer import Dist
 
 TABLE = "tuning"
 PARAMS_FILE = "params.json"
@@ -257,6 +258,8 @@ def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None
     """
     if world().size == 1:
         return _search(store, settings, progress)
+    from bonmf_pipe.trainer import distributed_session  # torch: imported when tuning runs
+
     with distributed_session(resolve_device(settings.train.device)) as dist:
         if not dist.is_main:
             _follow(store, settings, dist)
@@ -274,6 +277,8 @@ def tune(store: Store, settings: TuneSettings, progress: ProgressCallback | None
 
 def _follow(store: Store, s: TuneSettings, dist: Dist) -> None:
     """Ranks other than 0: train each trial rank 0 broadcasts, until it says the search is over."""
+    from bonmf_pipe.trainer import train  # torch: imported when tuning runs
+
     name = s.study_name()
     while True:
         word, what = dist.from_main(None)
@@ -346,6 +351,8 @@ class _Objective:
         self.ran = 0
 
     def __call__(self, trial: optuna.Trial) -> float:
+        from bonmf_pipe.trainer import train  # torch: imported when a trial runs
+
         self.ran += 1
         params = {p.name: p.suggest(trial) for p in self.space}
         settings = _trial_settings(self.s, trial.study.study_name, trial.number, params)

@@ -48,7 +48,7 @@ class TrainSettings:
     paper's 10 with ``paper``."""
     batch_size: int | None = None
     """Ratings per optimiser step; None = the model's default for the device, with its matching
-    ``lr`` (trainer/models/registry.py): on the CPU the model's (e.g. 2,048); on CUDA larger, up to
+    ``lr`` (trainer/models/catalog.py): on the CPU the model's (e.g. 2,048); on CUDA larger, up to
     32,768 as the split allows (at least 32 steps an epoch). Recorded in config.json's ``effective``."""
     lr: float | None = None
     """Adam(W) learning rate (the peak of the schedule); None = the one measured with the default

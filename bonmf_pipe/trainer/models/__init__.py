@@ -1,17 +1,17 @@
 """The models the trainer can fit, found by name (``create_model("bonmf", config, ...)``).
 
-Importing this package registers every model family: ``bonmf`` and ``nmf``
-(models/bonmf.py) and ``svd`` (models/svd.py).
+Importing this package declares every built-in model family (catalog.py): ``bonmf`` and
+``nmf`` (the network of models/bonmf.py) and ``svd`` (models/svd.py), without importing
+torch; the network classes, ``RatingModel``, ``Sides`` and ``adamw`` are imported (with
+torch) the first time they are asked for, or when a model is created.
 """
 
-from bonmf_pipe.trainer.models import bonmf, svd  # noqa: F401  (registers the models)
-from bonmf_pipe.trainer.models.bonmf import BoNMF, BoNMFConfig
+from bonmf_pipe import lazy
+from bonmf_pipe.trainer.models.catalog import BoNMFConfig, SVDConfig
 from bonmf_pipe.trainer.models.registry import (
-    RatingModel,
-    Sides,
-    adamw,
     build_model,
     create_model,
+    declare_model,
     model_batch_lr,
     model_config,
     model_entry,
@@ -20,7 +20,6 @@ from bonmf_pipe.trainer.models.registry import (
     model_settings,
     register_model,
 )
-from bonmf_pipe.trainer.models.svd import BiasedMF, SVDConfig
 
 __all__ = [
     "BiasedMF",
@@ -32,6 +31,7 @@ __all__ = [
     "adamw",
     "build_model",
     "create_model",
+    "declare_model",
     "model_batch_lr",
     "model_config",
     "model_entry",
@@ -40,3 +40,7 @@ __all__ = [
     "model_settings",
     "register_model",
 ]
+
+__getattr__, __dir__ = lazy.exports(
+    __name__, {"BoNMF": "bonmf", "BiasedMF": "svd", "RatingModel": "base", "Sides": "base", "adamw": "base"}
+)

@@ -1,10 +1,11 @@
 """BoNMF: user and item ID embeddings fused with the item's text and poster vectors.
 
-Registered as ``bonmf`` (IDs + side vectors) and ``nmf`` (the same network without side
-information). ``paper=True`` in the settings gives the paper's network: raw vectors
-concatenated with the ID embeddings into an MLP 128 -> 64 -> 1, nothing else. The default
-is the hybrid of DESIGN.md: prediction = [global + b_u + b_i] + [u . (e_i + projected side
-vectors)] + [MLP(u, projected side vectors)]. Index 0 of every ID embedding is "unknown".
+Declared (with its config) in catalog.py as ``bonmf`` (IDs + side vectors) and ``nmf`` (the
+same network without side information). ``paper=True`` in the settings gives the paper's
+network: raw vectors concatenated with the ID embeddings into an MLP 128 -> 64 -> 1,
+nothing else. The default is the hybrid of DESIGN.md: prediction = [global + b_u + b_i] +
+[u . (e_i + projected side vectors)] + [MLP(u, projected side vectors)]. Index 0 of every ID
+embedding is "unknown".
 
 Content as a prior (``content_prior``, the default): the item factor is what the item's side
 vectors predict plus an ID offset e_i, and the L2 term shrinks only the offset. An item with
@@ -17,38 +18,11 @@ ratings should override it, and adding posters to text made ml-latest-small wors
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.registry import Sides, adamw, register_model
-
-
-@dataclass(frozen=True)
-class BoNMFConfig:
-    """The network's shape (see ``TrainSettings`` for what each field means)."""
-
-    embedding_dim: int
-    hidden: tuple[int, ...]
-    projection_dim: int
-    biases: bool
-    dot: bool
-    mlp_item_embedding: bool
-    dropout: float
-    side_weight_decay: float
-    side_lr_scale: float
-    content_prior: bool
-    side_dropout: float
-
-    @classmethod
-    def from_settings(cls, s) -> "BoNMFConfig":
-        return cls(
-            embedding_dim=s.embedding_dim, hidden=tuple(s.hidden), projection_dim=s.projection_dim, biases=s.biases,
-            dot=s.dot, mlp_item_embedding=s.mlp_item_embedding, dropout=s.dropout,
-            side_weight_decay=s.side_weight_decay, side_lr_scale=s.side_lr_scale, content_prior=s.content_prior,
-            side_dropout=s.side_dropout,
-        )
+from bonmf_pipe.trainer.models.base import Sides, adamw
+from bonmf_pipe.trainer.models.catalog import BoNMFConfig
 
 
 class SideInput(nn.Module):
@@ -83,15 +57,6 @@ class SideInput(nn.Module):
         return self.proj(x) + absent * self.proj(self.missing)
 
 
-def _no_side_information(s) -> dict:
-    return {"features": ()}
-
-
-@register_model("nmf", config=BoNMFConfig, overrides=_no_side_information,
-                summary="the BoNMF network without side information (neural MF)")
-# with side vectors the step is compute-bound: batch 1,024 at lr 1.5e-3 had the best mean valid RMSE
-# of the larger batches (3 seeds, ml-latest-small; benchmarks/results/train-batch-lr-cpu2.json)
-@register_model("bonmf", config=BoNMFConfig, batch_lr=(1024, 1.5e-3), summary="IDs + text + poster vectors, MLP")
 class BoNMF(nn.Module):
     """prediction = [global + b_u + b_i] + [u . (e_i + sum projections)] + [MLP(u, e_i, sides)]."""
 

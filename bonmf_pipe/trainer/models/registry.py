@@ -1,45 +1,32 @@
 """A name -> model registry in the style of timm's ``register_model`` / ``create_model``.
 
-Each model family lives in one module of this package, declares a small config dataclass
-of its own (built from ``TrainSettings`` by its ``from_settings`` classmethod; its field
-names are the training settings the model reads), the settings it forces (``overrides``:
-e.g. svd uses no side information) and registers itself by name. Adding a
-model is one new file here; nothing else in the project asks which model it is.
+Each model family declares a small config dataclass of its own (built from ``TrainSettings``
+by its ``from_settings`` classmethod; its field names are the training settings the model
+reads), the settings it forces (``overrides``: e.g. svd uses no side information) and its
+default (batch_size, lr), and registers itself by name. Nothing else in the project asks
+which model it is.
+
+This module imports no torch: the settings and the CLI read names, overrides and defaults
+from it. The built-in models are declared in ``catalog.py`` (torch-free) with the path of
+their network class (``bonmf.py``, ``svd.py``), which is imported when a model is created;
+``register_model`` registers a class directly (a model of one's own, in one new file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from bonmf_pipe.errors import ConfigError
 
-# Side inputs of a model: modality -> (item matrix [n_items + 1, dim], has-vector flags).
-Sides = dict[str, tuple[torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:
+    from torch import nn
 
-
-class RatingModel(Protocol):
-    """What the trainer and the scorer need from a model (every registered model is an
-    ``nn.Module`` with these methods)."""
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor, item_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and the per-row L2 penalty of what the rows looked up."""
-
-    def configure_optimizers(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """The optimiser with the model's own parameter groups."""
-
-    def user_parts(self, users: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-    def item_parts(self, items: torch.Tensor, item_pos: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-    def combine(self, up: dict[str, torch.Tensor], ip: dict[str, torch.Tensor], grid: bool) -> torch.Tensor: ...
-
+    from bonmf_pipe.trainer.models.base import Sides
 
 # The default (batch_size, lr) of a CPU run unless a model registers its own, each pair measured
 # together: the lr with the best mean valid RMSE over 3 seeds at that batch size on ml-latest-small
@@ -54,11 +41,18 @@ MIN_STEPS_PER_EPOCH = 32
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    build: Callable[..., nn.Module]  # build(config, n_users=, n_items=, sides=, mean=)
+    build: Callable[..., nn.Module] | str  # build(config, n_users=, n_items=, sides=, mean=), or "module:name" of it
     config: type  # the model's config dataclass, with a from_settings(TrainSettings) classmethod
     overrides: Callable[[Any], dict[str, Any]]  # TrainSettings -> fields the model forces
     summary: str
     batch_lr: tuple[int, float]  # the default (batch_size, lr) on the CPU
+
+    def factory(self) -> Callable[..., nn.Module]:
+        """The model class (or factory), imported from its module when declared by path."""
+        if callable(self.build):
+            return self.build
+        module, _, attr = self.build.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -72,14 +66,24 @@ def register_model(
     and its default (batch_size, lr) on the CPU (``model_batch_lr`` derives the GPU's)."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        if not (dataclasses.is_dataclass(config) and hasattr(config, "from_settings")):
-            raise TypeError(f"model {name!r}: config must be a dataclass with a from_settings classmethod")
-        _REGISTRY[name] = ModelEntry(name, build, config, overrides or (lambda s: {}), summary, batch_lr)
+        declare_model(name, build, config=config, overrides=overrides, summary=summary, batch_lr=batch_lr)
         return build
 
     return decorate
+
+
+def declare_model(
+    name: str, build: Callable[..., nn.Module] | str, *, config: type,
+    overrides: Callable[[Any], dict[str, Any]] | None = None, summary: str = "", batch_lr: tuple[int, float] = DEFAULT_BATCH_LR,
+) -> None:
+    """Register model ``name`` like ``register_model``, its class named by ``"module:name"`` so that
+    the module (and torch) is imported only when a model is created: the settings, the CLI and
+    ``model_names`` need only the name, the config dataclass, the overrides and the defaults."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    if not (dataclasses.is_dataclass(config) and hasattr(config, "from_settings")):
+        raise TypeError(f"model {name!r}: config must be a dataclass with a from_settings classmethod")
+    _REGISTRY[name] = ModelEntry(name, build, config, overrides or (lambda s: {}), summary, batch_lr)
 
 
 def model_names() -> tuple[str, ...]:
@@ -124,19 +128,10 @@ def model_settings(name: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(model_entry(name).config))
 
 
-def adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
-    """AdamW over ``groups``, fused (one kernel per step for every parameter: on the CPU about
-    half the step time of the per-tensor loop at these sizes, same update rule) when every
-    parameter lives on a device with a fused kernel."""
-    params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
-
-
 def create_model(name: str, config: Any, *, n_users: int, n_items: int, sides: Sides, mean: float) -> nn.Module:
     """A new model ``name`` from its config: ``n_users`` / ``n_items`` ID embeddings (index
     0 = unknown), the item side matrices on their device, and the training rating mean."""
-    return model_entry(name).build(config, n_users=n_users, n_items=n_items, sides=sides, mean=mean)
+    return model_entry(name).factory()(config, n_users=n_users, n_items=n_items, sides=sides, mean=mean)
 
 
 def build_model(settings: Any, n_users: int, n_items: int, sides: Sides, mean: float) -> nn.Module:

@@ -1,35 +1,16 @@
 """Biased matrix factorisation (``svd``, as in Surprise's SVD): global mean + user bias +
-item bias + the dot product of user and item factors. No side information, no MLP."""
+item bias + the dot product of user and item factors. No side information, no MLP.
+Declared as ``svd`` in catalog.py, with its config."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.registry import Sides, adamw, register_model
+from bonmf_pipe.trainer.models.base import Sides, adamw
+from bonmf_pipe.trainer.models.catalog import SVDConfig
 
 
-@dataclass(frozen=True)
-class SVDConfig:
-    embedding_dim: int
-    """Size of the user and item factors."""
-
-    @classmethod
-    def from_settings(cls, s) -> "SVDConfig":
-        return cls(embedding_dim=s.embedding_dim)
-
-
-def _svd_overrides(s) -> dict:
-    # what the runs view and config.json report: no side vectors, biases and a dot product
-    return {"features": (), "biases": True, "dot": True}
-
-
-# svd takes a 5x larger step than the MLP models at batch 2,048 (best mean valid RMSE over 3 seeds on
-# ml-latest-small, below batch 512's; benchmarks/results/train-batch-lr-cpu2.json)
-@register_model("svd", config=SVDConfig, overrides=_svd_overrides, batch_lr=(2048, 1e-2),
-                summary="biased matrix factorisation (global + user + item bias + dot product)")
 class BiasedMF(nn.Module):
     def __init__(self, config: SVDConfig, *, n_users: int, n_items: int, sides: Sides, mean: float):
         super().__init__()
