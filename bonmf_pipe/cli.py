@@ -566,11 +566,11 @@ def features_import(
 def features_coverage(store: StoreOpt = DEFAULT_STORE) -> None:
     """Per feature set (the newest of each name): items with and without a current vector."""
     from bonmf_pipe.featurestore import Store
-    from bonmf_pipe.featurestore.sql import query as run_query
-    from bonmf_pipe.render import render_query_result
+    from bonmf_pipe.featurestore.info import feature_coverage
+    from bonmf_pipe.render import render_coverage
 
     with library_call():
-        render_query_result(run_query(Store.open(store), "SELECT * FROM coverage ORDER BY feature_set"), "table", None)
+        render_coverage(feature_coverage(Store.open(store)))
 
 
 # --- the main job ---------------------------------------------------------------------------

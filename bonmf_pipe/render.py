@@ -159,6 +159,20 @@ def render_info(info) -> None:
                       f"{c.items:,} items have a vector, {c.without_vector:,} do not")
 
 
+def render_coverage(rows) -> None:
+    """``features coverage``: per feature set, items with and without a current vector."""
+    if not rows:
+        console.print("no feature sets in this store yet: run `bonmf-pipe encode` or `bonmf-pipe features import`")
+        return
+    t = Table(title="feature coverage (the newest set of each name)")
+    for col in ("feature set", "key", "dim", "items", "with a vector", "without"):
+        t.add_column(col, justify="left" if col in ("feature set", "key") else "right")
+    for c in rows:
+        t.add_row(escape(c.feature_set), c.encoder_key, str(c.dim), f"{c.items:,}", f"{c.with_vector:,}",
+                  f"{c.without_vector:,}")
+    console.print(t)
+
+
 def _cell(v) -> str:
     if v is None:
         return "NULL"

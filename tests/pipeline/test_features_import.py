@@ -191,3 +191,15 @@ def test_features_cli_imports_and_shows_coverage(store, tmp_path):
     assert cov.exit_code == 0 and "cli_vecs" in cov.output
     bad = CliRunner().invoke(app, [*argv[:-4], "--name", "image", "--store", str(store.root)])
     assert bad.exit_code == 1 and "not text or image" in bad.output
+
+
+def test_features_coverage_on_a_store_without_feature_sets(tmp_path, ml_latest_small):
+    from typer.testing import CliRunner
+
+    from bonmf_pipe.cli import app
+
+    bare = Store.open(tmp_path / "bare", create=True)
+    ingest(bare, IngestSettings(path=ml_latest_small))
+    cov = CliRunner().invoke(app, ["features", "coverage", "--store", str(bare.root)])
+    assert cov.exit_code == 0, cov.output
+    assert "no feature sets in this store yet" in cov.output and "bonmf-pipe encode" in cov.output
