@@ -46,3 +46,13 @@ def test_ingest_and_train_smoke(tmp_path, capsys):
         assert fig["rows_measured"] > 0
         assert fig["seconds_per_epoch_streaming"] > 0 and fig["seconds_per_epoch_resident"] > 0
         assert fig["peak_rss_mb_streaming"] > 0 and fig["peak_rss_mb_resident"] > 0
+
+
+def test_startup_benchmark_probes_fresh_processes(tmp_path):
+    from benchmarks import startup
+
+    startup.main(["--repeats", "1", "--out", str(tmp_path)])
+    probes = json.loads((tmp_path / next(p.name for p in tmp_path.glob("startup-*.json"))).read_text())["results"]["probes"]
+    assert probes["import torch"]["imports_torch"] is True
+    for name in ("bonmf-pipe --help", "bonmf-pipe info", "bonmf-pipe sql"):
+        assert probes[name]["imports_torch"] is False and probes[name]["peak_rss_mb"] > 0
