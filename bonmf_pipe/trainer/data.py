@@ -8,10 +8,13 @@ Both orders derive from (seed, epoch) alone, so an epoch replays identically on 
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +31,11 @@ from bonmf_pipe.trainer.splits import SPLIT_MEMORY_MB, split_table_name
 # Host bytes per buffered rating: three int64/float32 columns as Arrow, numpy copies and the
 # index arrays built from them (a generous bound, so the budget holds).
 BYTES_PER_ROW = 96
+# Streaming reads the next buffer in a background thread while the current one trains, so two
+# buffers are alive at once (the one training, the next being read): each gets half the budget.
+BUFFERS_ALIVE = 2
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -198,6 +206,65 @@ def _emit(pending: list[pa.Table], rng: np.random.Generator | None) -> pa.Table:
     if rng is not None:
         return t.take(pa.array(rng.permutation(t.num_rows)))
     return t.combine_chunks()
+
+
+def index_buffers(maps: IdMaps, tables: Iterator[pa.Table], pin: bool) -> Iterator[tuple]:
+    """Index arrays of each streamed table; with ``pin`` (CUDA) as page-locked tensors, so every
+    batch's copy to the device is asynchronous."""
+    for table in tables:
+        arrays = to_indices(maps, table)
+        yield tuple(torch.from_numpy(a).pin_memory() for a in arrays) if pin else arrays
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items`` in their order, each produced by a background thread while the consumer works
+    on the one before: reading and decoding the next shuffle buffer (Arrow and numpy release
+    the GIL) overlaps the training steps on the current one. The producer starts an item only
+    once the consumer has taken the previous one, so at most two are alive (``BUFFERS_ALIVE``).
+    It alone draws from the epoch's random stream, in the same order as without it, so runs keep
+    their bits. An exception in the producer is raised here; closing this generator stops it."""
+    done, stop = object(), threading.Event()
+    slot = threading.Semaphore(0)  # released when the consumer takes an item: only then is the next made
+    q: queue.Queue = queue.Queue(maxsize=1)
+
+    def wait(acquire) -> bool:
+        while not stop.is_set():
+            if acquire(timeout=0.1):
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not wait(lambda timeout: _try_put(q, (True, x), timeout)) or not wait(slot.acquire):
+                    return
+            wait(lambda timeout: _try_put(q, (True, done), timeout))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            wait(lambda timeout: _try_put(q, (False, exc), timeout))
+
+    worker = threading.Thread(target=produce, name="bonmf-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, x = q.get()
+            slot.release()
+            if not ok:
+                raise x
+            if x is done:
+                return
+            yield x
+            del x  # the consumed buffer goes before the next is taken
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _try_put(q: queue.Queue, x, timeout: float) -> bool:
+    try:
+        q.put(x, timeout=timeout)
+        return True
+    except queue.Full:
+        return False
 
 
 def tensor_batches(

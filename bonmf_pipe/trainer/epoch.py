@@ -52,8 +52,9 @@ def epoch_batches(ctx: Context, part: str, epoch: int | None) -> Iterator[tuple[
     if ctx.dist.size > 1:
         yield from _own_part(ctx, part, rng, in_step=epoch is not None)
         return
-    for table in data.stream_part(ctx.dataset, part, rng, ctx.buffer_rows()):
-        yield from _shares(ctx, data.to_indices(ctx.maps, table))
+    tables = data.stream_part(ctx.dataset, part, rng, ctx.buffer_rows())
+    for arrays in data.read_ahead(data.index_buffers(ctx.maps, tables, pin=ctx.device.type == "cuda")):
+        yield from _shares(ctx, arrays)
 
 
 def _shares(ctx: Context, arrays) -> Iterator[tuple[data.Batch, int, int]]:
@@ -100,8 +101,8 @@ def _own_part(ctx: Context, part: str, rng: np.random.Generator | None, in_step:
         steps = max(-(-n // b) for n, b in zip(counts, local))
     size, step, seen = local[dist.rank], 0, 0
     carry: list[np.ndarray] | None = None
-    for table in data.stream_fragments(frags, part, shuffle, ctx.buffer_rows()):
-        arrays = data.to_indices(ctx.maps, table)
+    tables = data.stream_fragments(frags, part, shuffle, ctx.buffer_rows())
+    for arrays in data.read_ahead(data.index_buffers(ctx.maps, tables, pin=False)):
         if carry is not None:
             arrays = tuple(np.concatenate([c, a]) for c, a in zip(carry, arrays))
         whole = len(arrays[0]) // size * size

@@ -121,7 +121,8 @@ class TrainSettings:
     """Host memory for training ratings; when all of them fit they are held as tensors
     (resident mode), else they stream from the split's Parquet shards."""
     shuffle_buffer: int = 0
-    """Rows in the streaming shuffle buffer; 0 = as many as the memory budget allows."""
+    """Rows in the streaming shuffle buffer; 0 = as many as a third of the memory budget allows
+    (one buffer trains while the next is read in the background and a third is queued)."""
     normalize: str = "l2"
     """Side vectors before use: l2 (scaled to unit length, so no modality dominates by scale),
     standardize (z-score per dimension over the items that have a vector) or none."""

@@ -44,7 +44,7 @@ class Context:
 
     def buffer_rows(self) -> int:
         s = self.settings
-        budget = s.memory_budget_mb * 2**20 // data.BYTES_PER_ROW
+        budget = s.memory_budget_mb * 2**20 // (data.BYTES_PER_ROW * data.BUFFERS_ALIVE)
         rows = s.shuffle_buffer or budget
         return max(s.batch_size, min(rows, budget))
 
