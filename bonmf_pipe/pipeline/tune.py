@@ -120,8 +120,8 @@ PAPER_FIXED = ("l2", "dropout", "weight_decay", "projection_dim", "side_weight_d
 SPACE: tuple[Param, ...] = (
     Param("embedding_dim", "int", 8, 128, log=True, scope="model"),
     Param("l2", "float", 1e-3, 1.0, log=True),
-    Param("lr", "float", 3e-4, 1e-2, log=True),
-    Param("batch_size", "choice", choices=(256, 512, 1024, 2048)),
+    Param("lr", "float", 3e-4, 3e-2, log=True),  # svd's CPU default (1e-2) inside, not at the edge
+    Param("batch_size", "choice", choices=(512, 1024, 2048, 4096)),  # around the CPU defaults (1,024-2,048)
     Param("dropout", "float", 0.0, 0.5, scope="model"),
     Param("weight_decay", "float", 1e-6, 1e-2, log=True, scope="mlp"),
     Param("projection_dim", "int", 8, 128, log=True, scope="sides"),
