@@ -46,7 +46,8 @@ def build_store(sample: str, store: str) -> dict[str, Any]:
 
 
 def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int | None = None, max_rows: int = 0,
-               threads: int = 1, ceiling: bool = False) -> dict[str, Any]:
+               threads: int = 1, ceiling: bool = False, stream_budget_mb: int = STREAM_BUDGET_MB,
+               read_ahead: bool = True) -> dict[str, Any]:
     """One training epoch of ``model`` in ``mode`` (resident | streaming); ``max_rows`` > 0
     stops after about that many ratings (the figure is then ratings/s of the part done).
     ``batch_size`` None = the model's default for the device.
@@ -54,7 +55,10 @@ def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int | None
     ``ceiling``: afterwards, in the same process, time forward + backward + optimiser step
     alone over the same number of rows, cut beforehand into shuffled batches already on the
     device (no shuffling, gathering, unknown-ID draws or loss bookkeeping): what the training
-    step itself allows, the bound both modes are measured against."""
+    step itself allows, the bound both modes are measured against.
+
+    ``read_ahead`` False: streaming reads each shuffle buffer in the training thread, between
+    steps (the trainer before its background read-ahead; the baseline of ``read_ahead_pair``)."""
     import torch
 
     from bonmf_pipe import runtime
@@ -64,6 +68,11 @@ def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int | None
     from bonmf_pipe.trainer.epoch import epoch_batches, train_epoch
     from bonmf_pipe.trainer.setup import new_model, new_optimizer, prepare
 
+    if not read_ahead:
+        from bonmf_pipe.trainer import data
+
+        data.read_ahead = iter  # the same items in the same order, read in this thread
+
     budget = 1 << 20 if mode == "resident" else 1  # MB: everything fits / must stream
     s = TrainSettings(model=model, batch_size=batch_size, memory_budget_mb=budget, device="auto",
                       threads=threads).effective()
@@ -72,7 +81,7 @@ def epoch_step(store: str, mode: str, model: str = "nmf", batch_size: int | None
         ctx = prepare(Store.open(store), s, None, None)
         if mode == "streaming":  # stream with the default budget's shuffle buffer
             ctx.mode, ctx.resident = "streaming", {}
-            ctx.settings = dataclasses.replace(s, memory_budget_mb=STREAM_BUDGET_MB)
+            ctx.settings = dataclasses.replace(s, memory_budget_mb=stream_budget_mb)
         prepare_s = time.perf_counter() - t0
         if ctx.mode != mode:
             raise RuntimeError(f"asked for {mode}, prepare chose {ctx.mode}")
@@ -190,6 +199,26 @@ def _mode_pair(store: Path, batch_size: int | None, max_rows: int, repeats: int)
     }
 
 
+def read_ahead_pair(store: Path, budget_mb: int, repeats: int) -> dict[str, Any]:
+    """Whole streaming epochs (nmf, the CPU default batch) through shuffle buffers of a
+    ``budget_mb`` budget, with the background read-ahead and without it (each buffer read
+    between steps), interleaved; medians of the epoch's wall seconds."""
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(repeats):
+        for on in (False, True):
+            runs[on].append(run_isolated("benchmarks.train:epoch_step", store=str(store), mode="streaming",
+                                         stream_budget_mb=budget_mb, read_ahead=on))
+    on, off = (float(statistics.median(r["seconds"] for r in runs[k])) for k in (True, False))
+    return {"budget_mb": budget_mb, "buffer_rows": runs[True][0]["buffer_rows"],
+            "buffers_per_epoch": -(-runs[True][0]["n_train"] // runs[True][0]["buffer_rows"]),
+            "epoch_seconds_read_ahead": round(on, 2), "epoch_seconds_inline": round(off, 2),
+            "speedup": round(off / on, 3), "repeats": repeats,
+            "peak_rss_mb_read_ahead": max(r["peak_rss_mb"] for r in runs[True]),
+            "peak_rss_mb_inline": max(r["peak_rss_mb"] for r in runs[False]),
+            "runs_seconds": {"read_ahead": [round(r["seconds"], 2) for r in runs[True]],
+                             "inline": [round(r["seconds"], 2) for r in runs[False]]}}
+
+
 def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
     ratings, users, items = SIZES[size]
     sample = work / f"sample-{ratings}"
@@ -208,6 +237,8 @@ def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
                               "permuted once per epoch, gathered per batch; streaming = Parquet row groups through "
                               "the default 512 MB shuffle buffer"},
         "by_batch_size": by_batch,
+        # the trainer reads the next shuffle buffer in a background thread: whole epochs with and without
+        "streaming_read_ahead": read_ahead_pair(store, 64 if size != "smoke" else 1, 1 if size == "smoke" else 2),
         "split_seconds": round(built["split_seconds"], 2),
     }
 
@@ -259,3 +290,29 @@ def summarize_batch_lr(rows: list[dict[str, Any]], reference: tuple[int, float] 
             table[f"{batch}@{lr:g}"] = entry
         out[model] = table
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.train --read-ahead [--budget-mb 64] [--repeats 3]``: the read-ahead
+    pair alone on the full train store (built by ``--suite train``), into ``train-read-ahead-<machine>.json``."""
+    import argparse
+
+    from benchmarks.common import RESULTS_DIR, WORK_DIR, machine_info, write_results
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=main.__doc__)
+    p.add_argument("--read-ahead", action="store_true", required=True)
+    p.add_argument("--budget-mb", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--work", type=Path, default=WORK_DIR)
+    args = p.parse_args(argv)
+    ratings, users, items = SIZES["full"]
+    sample, store = args.work / f"sample-{ratings}", args.work / f"store-train-{ratings}"
+    make_sample(str(sample), ratings, users, items)
+    run_isolated("benchmarks.train:build_store", sample=str(sample), store=str(store))
+    result = {"settings": {"ratings": ratings, "model": "nmf", "threads": 1, "batch": "CPU default"},
+              "streaming_read_ahead": read_ahead_pair(store, args.budget_mb, args.repeats)}
+    print(f"wrote {write_results('train-read-ahead', result, machine_info(), RESULTS_DIR)}")
+
+
+if __name__ == "__main__":
+    main()
