@@ -395,6 +395,9 @@ def evaluate(
     max_users: Annotated[
         int, option(EvalSettings, "max_users", help="Full-catalogue protocol: a seeded sample of this many users; 0 = all.")
     ] = EvalSettings.max_users,
+    memory_budget_mb: Annotated[
+        int, option(EvalSettings, "memory_limit_mb", "--memory-budget-mb")
+    ] = EvalSettings.memory_limit_mb,
     store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Rating errors and top-K ranking metrics of a run (all, cold and unseen items)."""
@@ -405,7 +408,7 @@ def evaluate(
     with library_call():
         settings = EvalSettings(
             ks=tuple(k), threshold=threshold, cold_max_train_ratings=cold_max_train_ratings,
-            full_catalogue=full_catalogue, max_users=max_users or None,
+            full_catalogue=full_catalogue, max_users=max_users or None, memory_limit_mb=memory_budget_mb,
         )
         with progress_renderer() as progress:
             report = evaluate_run(Store.open(store), run, settings, progress)
