@@ -21,7 +21,7 @@ from benchmarks.common import paired, run_isolated
 from benchmarks.ingest import make_sample
 
 SIZES = {"smoke": (20_000, 300, 1_000), "quick": (1_000_000, 6_000, 9_000), "full": (5_000_000, 30_000, 40_000)}
-STREAM_BUDGET_MB = 512  # TrainSettings' default memory budget: sizes the streaming shuffle buffer
+STREAM_BUDGET_MB = 512  # sizes the streaming shuffle buffer (TrainSettings' default until it became 128)
 
 
 class _Enough(Exception):
@@ -235,7 +235,7 @@ def run(size: str, work: Path, max_rows: int = 0) -> dict[str, Any]:
                      "rows_per_measurement": max_rows or "one epoch",
                      "modes": "each mode in its own process; resident = the split held as tensors on the device, "
                               "permuted once per epoch, gathered per batch; streaming = Parquet row groups through "
-                              "the default 512 MB shuffle buffer"},
+                              "a 512 MB budget's shuffle buffers"},
         "by_batch_size": by_batch,
         # the trainer reads the next shuffle buffer in a background thread: whole epochs with and without
         "streaming_read_ahead": read_ahead_pair(store, 64 if size != "smoke" else 1, 1 if size == "smoke" else 2),
