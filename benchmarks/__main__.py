@@ -6,10 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import accuracy, encode, ingest, scale, train
+from benchmarks import accuracy, encode, ingest, read_path, scale, train
 from benchmarks.common import RESULTS_DIR, WORK_DIR, machine_info, print_results, write_results
 
-SUITES = ("ingest", "encode", "train", "accuracy", "scale")
+SUITES = ("ingest", "encode", "train", "train-read-path", "accuracy", "scale")
 
 
 def _run(suite: str, size: str, work: Path, args: argparse.Namespace) -> dict:
@@ -19,6 +19,8 @@ def _run(suite: str, size: str, work: Path, args: argparse.Namespace) -> dict:
         return encode.run(size, work)
     if suite == "train":
         return train.run(size, work, max_rows={"smoke": 0, "quick": 100_000, "full": 300_000}[size])
+    if suite == "train-read-path":
+        return read_path.run(size, work)
     if suite == "accuracy":
         kw = {}
         if args.path:
@@ -30,7 +32,7 @@ def _run(suite: str, size: str, work: Path, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--suite", default="all", choices=("all", *SUITES),
-                   help="all = ingest, encode, train, accuracy (+ scale with --scale); scale is skipped otherwise")
+                   help="all = ingest, encode, train, train-read-path, accuracy (+ scale with --scale); scale is skipped otherwise")
     p.add_argument("--quick", action="store_true", help="smaller sizes (accuracy: bonmf text+image only)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the code paths (tests use it; accuracy: 2 epochs, SVD++ 3 epochs)")
     p.add_argument("--scale", action="store_true", help="with --suite all: also the 25M-rating scale suite")
