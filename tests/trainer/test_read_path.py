@@ -178,3 +178,23 @@ def test_id_maps_use_a_dense_table_for_movielens_shaped_ids(split):
     assert maps._users.table is not None and maps._items.table is not None
     users = np.arange(-5, maps.user_ids.max() + 5)
     assert np.array_equal(maps.user_idx(users), ids.lookup(maps.user_ids, users, offset=1, missing=0))
+
+
+def test_a_seeded_streaming_run_has_the_same_bits_on_one_and_on_several_read_threads(split, monkeypatch):
+    from safetensors.torch import load_file
+
+    from bonmf_pipe.trainer import TrainSettings, train
+
+    store, *_ = split
+    settings = TrainSettings(epochs=2, batch_size=256, lr=0.01, memory_budget_mb=1, shuffle_buffer=2000,
+                             early_stopping_patience=0)
+    weights, losses = [], []
+    for threads in (1, 4):
+        monkeypatch.setattr(data, "read_threads", lambda n=threads: n)
+        result = train(store, settings)
+        assert result.mode == "streaming"
+        weights.append(load_file(str(result.run_dir / "checkpoint.safetensors")))
+        losses.append([e["train_loss"] for e in result.epochs])
+    assert losses[0] == losses[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
