@@ -44,15 +44,19 @@ STEP_BATCH = 16_384
 
 def _previous_epoch(frags, part: str, rng, buffer_rows: int, maps) -> list[tuple[np.ndarray, ...]]:
     """The one-thread read path of commit 96953c9 (reference and baseline)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from bonmf_pipe.featurestore import ids
-    from bonmf_pipe.trainer import data
 
     def indices(table):
         pos = ids.lookup(maps.item_ids, table.column("item_id").to_numpy(), offset=0, missing=len(maps.item_ids))
         return (ids.lookup(maps.user_ids, table.column("user_id").to_numpy(), offset=1, missing=0),
                 np.append(maps.item_index, 0)[pos], pos, table.column("rating").to_numpy().astype(np.float32))
+
+    def emit(tables):
+        t = pa.concat_tables(tables)
+        return t.take(pa.array(rng.permutation(t.num_rows)))
 
     out, pending, rows = [], [], 0
     for frag in frags:
@@ -62,10 +66,10 @@ def _previous_epoch(frags, part: str, rng, buffer_rows: int, maps) -> list[tuple
         pending.append(t)
         rows += t.num_rows
         if rows >= buffer_rows:
-            out.append(_fingerprint(indices(data._emit(pending, rng))))
+            out.append(_fingerprint(indices(emit(pending))))
             pending, rows = [], 0
     if pending:
-        out.append(_fingerprint(indices(data._emit(pending, rng))))
+        out.append(_fingerprint(indices(emit(pending))))
     return out
 
 
@@ -74,19 +78,20 @@ def _fingerprint(arrays) -> tuple[int, ...]:
     return tuple(int(np.asarray(a[::97], dtype=np.float64).sum() * 4) for a in arrays) + (len(arrays[0]),)
 
 
-def _epoch(variant: str, dataset, maps, buffer_rows: int, seed: int) -> tuple[float, list]:
+def _epoch(variant: str, dataset, maps, buffer_rows: int, seed: int) -> tuple[float, float, list]:
+    """Wall seconds, CPU seconds (all threads) and the buffers' fingerprints of one epoch."""
     from bonmf_pipe import runtime
     from bonmf_pipe.trainer import data
 
     rng = runtime.numpy_rng(42, "shuffle", seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if variant == "previous":
         prints = _previous_epoch(data.own_fragments(dataset, "train", rng), "train", rng, buffer_rows, maps)
     else:
         n = int(variant.split("_")[1])
         tables = data.stream_part(dataset, "train", rng, buffer_rows, threads=n)
         prints = [_fingerprint(a) for a in data.index_buffers(maps, tables, pin=False, threads=n)]
-    return time.perf_counter() - t0, prints
+    return time.perf_counter() - t0, time.process_time() - c0, prints
 
 
 def _breakdown(dataset, maps, buffer_rows: int) -> dict[str, float]:
@@ -97,24 +102,25 @@ def _breakdown(dataset, maps, buffer_rows: int) -> dict[str, float]:
     from bonmf_pipe.trainer import data
 
     rng = runtime.numpy_rng(42, "shuffle", 0)
-    keep, seconds = pc.field("part") == "train", dict.fromkeys(("count", "read", "permute", "index"), 0.0)
+    keep, seconds = pc.field("part") == "train", dict.fromkeys(("count", "read", "draw", "take", "index"), 0.0)
     workers = data._Workers(1)
     t0 = time.perf_counter()
     frags = data.own_fragments(dataset, "train", rng)
     counts = [f.count_rows(filter=keep) for f in frags]
     plan = [(f, n == sum(g.num_rows for g in f.row_groups)) for f, n in zip(frags, counts)]
     seconds["count"] = time.perf_counter() - t0
-    for group in data.buffer_groups(plan, counts, buffer_rows):
+    for group, rows in data.buffer_groups(plan, counts, buffer_rows):
         t0 = time.perf_counter()
         tables = [data._read_group(f, whole, keep) for f, whole in group]
         t1 = time.perf_counter()
-        table = data._emit(tables, rng)
+        perm = rng.permutation(rows)
         t2 = time.perf_counter()
-        data.index_table(maps, table, False, workers)
+        table = data._emit(tables, perm)
         t3 = time.perf_counter()
-        seconds["read"] += t1 - t0
-        seconds["permute"] += t2 - t1
-        seconds["index"] += t3 - t2
+        data.index_table(maps, table, False, workers)
+        t4 = time.perf_counter()
+        for stage, seconds_of in zip(("read", "draw", "take", "index"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            seconds[stage] += seconds_of
     return {k: round(v, 4) for k, v in seconds.items()}
 
 
@@ -135,17 +141,19 @@ def measure(store: str, repeats: int) -> dict[str, Any]:
     threads = sorted({1, most} | {2**k for k in range(1, 4) if 2**k < most})
     variants = ["previous", *(f"threads_{n}" for n in threads)]
     seconds: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     load = [os.getloadavg()[0]]
     for r in range(repeats + 1):
         reference = None
         for v in variants:
-            s, prints = _epoch(v, dataset, maps, buffer_rows, r)
+            s, c, prints = _epoch(v, dataset, maps, buffer_rows, r)
             if reference is None:
                 reference = prints
             elif prints != reference:
                 raise RuntimeError(f"{v} made other buffers than previous in round {r}")
             if r:
                 seconds[v].append(s)
+                cpu[v].append(c)
         load.append(os.getloadavg()[0])
     rate = {v: n_train / statistics.median(s) for v, s in seconds.items()}
     return {"n_train": n_train, "buffer_rows": buffer_rows, "memory_budget_mb": settings.memory_budget_mb,
@@ -153,6 +161,8 @@ def measure(store: str, repeats: int) -> dict[str, Any]:
             "read_threads_default": most, "variants": variants, "repeats": repeats,
             "rows_per_s": {v: round(x) for v, x in rate.items()},
             "runs_seconds": {v: [round(x, 4) for x in s] for v, s in seconds.items()},
+            # CPU seconds / wall seconds: the cores a variant kept busy (about 1 when no other core was free)
+            "cores_busy": {v: round(statistics.median(c / w for c, w in zip(cpu[v], seconds[v])), 2) for v in variants},
             "one_thread_breakdown_seconds": _breakdown(dataset, maps, buffer_rows),
             "load_average_1min": [round(x, 2) for x in load]}
 
@@ -163,7 +173,7 @@ def run(size: str, work: Path) -> dict[str, Any]:
     make_sample(str(sample), ratings, users, items)
     store = work / f"store-train-{ratings}"
     run_isolated("benchmarks.train:build_store", sample=str(sample), store=str(store))
-    repeats = 1 if size == "smoke" else 5
+    repeats = 1 if size == "smoke" else 7
     m = run_isolated("benchmarks.read_path:measure", store=str(store), repeats=repeats)
     step = run_isolated("benchmarks.train:epoch_step", store=str(store), mode="resident", model="nmf",
                         batch_size=STEP_BATCH, max_rows=0 if size == "smoke" else 400_000, ceiling=True)
@@ -172,6 +182,8 @@ def run(size: str, work: Path) -> dict[str, Any]:
     per_core = rate["threads_1"]
     target = H200_STREAMING_GOAL * H200_RESIDENT_RATINGS_PER_S
     m.pop("peak_rss_mb", None)
+    parts = m["one_thread_breakdown_seconds"]
+    serial = parts["take"] / sum(parts.values())  # the buffer's permuting gather: one thread
     return {
         "settings": {"ratings": ratings, "users": users, "items": items, "split": "random:0.7 seed 42",
                      "store": store.name, "pin": False,
@@ -183,6 +195,14 @@ def run(size: str, work: Path) -> dict[str, Any]:
                                               f"the previous one-thread read path (commit 96953c9), {same_run}"),
         "one_thread_vs_previous": paired(per_core, rate["previous"], "rows/s",
                                          f"the previous one-thread read path (commit 96953c9), {same_run}"),
+        "threads_bound": {
+            "serial_share": round(serial, 3),
+            "what": "Amdahl bound on the threads' gain: the permuting gather (take) stays serial; counting, "
+                    "reading and indexing run on the threads, and the permutation is drawn (one thread, the "
+                    "epoch's stream) while the buffer's row groups are read. On this 2-core machine the threads "
+                    "can give at most the 2-thread bound, and only with the second core free (see "
+                    "load_average_1min and cores_busy: other jobs share the machine)",
+            **{f"at_{n}_threads": round(1 / (serial + (1 - serial) / n), 2) for n in (2, 8, 16)}},
         "step_ceiling_this_machine": {
             "batch_size": step["batch_size"], "device": step["device"], "rows_measured": step["rows"],
             "ceiling_ratings_per_s": round(step["ceiling_ratings_per_s"]),

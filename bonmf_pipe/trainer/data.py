@@ -265,9 +265,11 @@ def stream_fragments(
     with _Workers(threads or read_threads()) as workers:
         counts = workers.map(lambda f: f.count_rows(filter=keep), frags)
         plan = [(f, n == sum(g.num_rows for g in f.row_groups)) for f, n in zip(frags, counts)]
-        for group in buffer_groups(plan, counts, buffer_rows):
+        for group, rows in buffer_groups(plan, counts, buffer_rows):
+            tables = workers.start(lambda fw: _read_group(*fw, keep), group)
+            perm = rng.permutation(rows) if rng is not None else None  # drawn while the groups are read
             # this frame keeps no reference: the row groups go once permuted, the buffer once used
-            yield _emit(workers.map(lambda fw: _read_group(*fw, keep), group), rng)
+            yield _emit(tables(), perm)
 
 
 def _read_group(frag: pads.Fragment, whole: bool, keep: pc.Expression) -> pa.Table:
@@ -278,10 +280,10 @@ def _read_group(frag: pads.Fragment, whole: bool, keep: pc.Expression) -> pa.Tab
     return frag.to_table(columns=cols) if whole else frag.to_table(columns=cols, filter=keep)
 
 
-def buffer_groups(frags: list[T], counts: list[int], buffer_rows: int) -> Iterator[list[T]]:
-    """The fragments of each buffer, in order: groups with rows are added until the buffer
-    holds ``buffer_rows`` or more (so a buffer exceeds it by less than one group); the last
-    buffer takes what is left."""
+def buffer_groups(frags: list[T], counts: list[int], buffer_rows: int) -> Iterator[tuple[list[T], int]]:
+    """The fragments of each buffer, in order, and its rows: groups with rows are added until
+    the buffer holds ``buffer_rows`` or more (so a buffer exceeds it by less than one group);
+    the last buffer takes what is left."""
     group: list[T] = []
     rows = 0
     for frag, n in zip(frags, counts):
@@ -290,19 +292,21 @@ def buffer_groups(frags: list[T], counts: list[int], buffer_rows: int) -> Iterat
         group.append(frag)
         rows += n
         if rows >= buffer_rows:
-            yield group
+            yield group, rows
             group, rows = [], 0
     if group:
-        yield group
+        yield group, rows
 
 
-def _emit(pending: list[pa.Table], rng: np.random.Generator | None) -> pa.Table:
-    """One table of the buffered row groups, permuted when ``rng`` is given: the permutation
-    gathers straight from the row groups (no intermediate contiguous copy)."""
+def _emit(pending: list[pa.Table], perm: np.ndarray | None) -> pa.Table:
+    """One table of the buffered row groups, in the order ``perm`` gives when it is given: the
+    permutation gathers straight from the row groups (no intermediate contiguous copy)."""
     t = pa.concat_tables(pending)
-    if rng is not None:
-        return t.take(pa.array(rng.permutation(t.num_rows)))
-    return t.combine_chunks()
+    if perm is None:
+        return t.combine_chunks()
+    if len(perm) != t.num_rows:  # the counts and the read disagree: a bug, not bad data
+        raise RuntimeError(f"a shuffle buffer read {t.num_rows} rows where its row groups count {len(perm)}")
+    return t.take(pa.array(perm))
 
 
 def index_buffers(maps: IdMaps, tables: Iterator[pa.Table], pin: bool, threads: int | None = None) -> Iterator[tuple]:
@@ -342,7 +346,15 @@ class _Workers:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bonmf-read") if threads > 1 else None
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        return list(self.pool.map(fn, items)) if self.pool else [fn(x) for x in items]
+        return self.start(fn, items)()
+
+    def start(self, fn: Callable[[T], R], items: Iterable[T]) -> Callable[[], list[R]]:
+        """Start ``fn`` on each of ``items`` (on one thread: when the results are asked for);
+        the returned function waits for the results."""
+        if self.pool is None:
+            return lambda: [fn(x) for x in items]
+        futures = [self.pool.submit(fn, x) for x in items]
+        return lambda: [f.result() for f in futures]
 
     def __enter__(self) -> _Workers:
         return self
