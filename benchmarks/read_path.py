@@ -94,6 +94,14 @@ def _epoch(variant: str, dataset, maps, buffer_rows: int, seed: int) -> tuple[fl
     return time.perf_counter() - t0, time.process_time() - c0, prints
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent outside idle and iowait since boot."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def _breakdown(dataset, maps, buffer_rows: int) -> dict[str, float]:
     """Seconds of each stage of one epoch on one thread."""
     import pyarrow.compute as pc
@@ -143,6 +151,7 @@ def measure(store: str, repeats: int) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     load = [os.getloadavg()[0]]
+    machine0, own0, wall0 = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
     for r in range(repeats + 1):
         reference = None
         for v in variants:
@@ -155,6 +164,7 @@ def measure(store: str, repeats: int) -> dict[str, Any]:
                 seconds[v].append(s)
                 cpu[v].append(c)
         load.append(os.getloadavg()[0])
+    others = (_busy_cpu_seconds() - machine0 - (time.process_time() - own0)) / (time.perf_counter() - wall0)
     rate = {v: n_train / statistics.median(s) for v, s in seconds.items()}
     return {"n_train": n_train, "buffer_rows": buffer_rows, "memory_budget_mb": settings.memory_budget_mb,
             "row_groups": len(data.own_fragments(dataset, "train", None)), "threads": threads,
@@ -164,7 +174,9 @@ def measure(store: str, repeats: int) -> dict[str, Any]:
             # CPU seconds / wall seconds: the cores a variant kept busy (about 1 when no other core was free)
             "cores_busy": {v: round(statistics.median(c / w for c, w in zip(cpu[v], seconds[v])), 2) for v in variants},
             "one_thread_breakdown_seconds": _breakdown(dataset, maps, buffer_rows),
-            "load_average_1min": [round(x, 2) for x in load]}
+            "load_average_1min": [round(x, 2) for x in load],
+            # cores kept busy by other processes while the variants ran (machine CPU time less this process's)
+            "other_processes_cores_busy": round(max(others, 0.0), 2)}
 
 
 def run(size: str, work: Path) -> dict[str, Any]:
@@ -201,7 +213,7 @@ def run(size: str, work: Path) -> dict[str, Any]:
                     "reading and indexing run on the threads, and the permutation is drawn (one thread, the "
                     "epoch's stream) while the buffer's row groups are read. On this 2-core machine the threads "
                     "can give at most the 2-thread bound, and only with the second core free (see "
-                    "load_average_1min and cores_busy: other jobs share the machine)",
+                    "other_processes_cores_busy and cores_busy: other jobs share the machine)",
             **{f"at_{n}_threads": round(1 / (serial + (1 - serial) / n), 2) for n in (2, 8, 16)}},
         "step_ceiling_this_machine": {
             "batch_size": step["batch_size"], "device": step["device"], "rows_measured": step["rows"],

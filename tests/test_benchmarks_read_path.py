@@ -23,6 +23,7 @@ def test_read_path_smoke(tmp_path):
         fig = r[key]
         assert fig["value"] > 0 and fig["ceiling"] > 0 and fig["ceiling_is"]
         assert fig["ratio"] == pytest.approx(fig["value"] / fig["ceiling"], rel=1e-2)
+    assert r["other_processes_cores_busy"] >= 0
     assert r["n_train"] > 0 and r["step_ceiling_this_machine"]["ceiling_ratings_per_s"] > 0
     assert set(r["one_thread_breakdown_seconds"]) == {"count", "read", "draw", "take", "index"}
     assert r["h200"]["streaming_goal_ratings_per_s"] > 0
