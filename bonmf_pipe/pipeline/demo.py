@@ -17,7 +17,8 @@ from bonmf_pipe.errors import ConfigError
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.pipeline.ablate import AblateSettings, ablate
 from bonmf_pipe.pipeline.encode import EncodeSettings, encode
-from bonmf_pipe.pipeline.ingest import IngestSettings, ingest
+from bonmf_pipe.pipeline import ingest as ingest_stage  # its ``ingest`` (and polars) load when called
+from bonmf_pipe.pipeline.ingest import IngestSettings
 from bonmf_pipe.pipeline.sample import SampleSettings, write_sample
 from bonmf_pipe.progress import ProgressCallback, Reporter
 from bonmf_pipe.runtime import world
@@ -88,7 +89,7 @@ def run_demo(settings: DemoSettings, progress: ProgressCallback | None = None) -
         posters = source / "posters"
         timed("sample", lambda: _sample(settings, source, progress))
     store = Store.open(settings.store or settings.out / "store", create=True)
-    ingested = timed("ingest", lambda: ingest(store, IngestSettings(path=source, posters=posters), progress))
+    ingested = timed("ingest", lambda: ingest_stage.ingest(store, IngestSettings(path=source, posters=posters), progress))
     modalities = ("text", "image") if ingested.posters_matched else ("text",)
     encoded = timed(
         "encode",

@@ -23,7 +23,6 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 import numpy as np
-import polars as pl
 
 from bonmf_pipe.pipeline.ingest.formats import GENRES_100K, OCCUPATIONS_100K
 from bonmf_pipe.pipeline.sample.latent import STREAM_USERS, LatentModel, Period, RatingBlock, rng_for
@@ -215,6 +214,7 @@ def tags_header(spec: EditionSpec) -> bytes:
 
 def write_ratings_block(fh: BinaryIO, spec: EditionSpec, cat: Catalogue, block: RatingBlock) -> np.ndarray:
     """Append the block's ratings to ``fh``; returns the rating values written."""
+    import polars as pl  # here, not at the top: every command imports SampleSettings, few write samples
     values = rating_values(block, spec.half_stars)
     users = block.users + 1
     items = cat.item_ids[block.items]
@@ -236,6 +236,7 @@ def write_ratings_block(fh: BinaryIO, spec: EditionSpec, cat: Catalogue, block: 
 
 def write_tags_block(fh: BinaryIO, cat: Catalogue, block: RatingBlock) -> int:
     """Tag about ``tag_rate`` of the block's ratings with a word of the item's slots; returns the count."""
+    import polars as pl
     picked = np.flatnonzero(block.rng.random(len(block.users)) < cat.tag_rate)
     if not len(picked):
         return 0
