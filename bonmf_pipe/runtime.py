@@ -11,6 +11,7 @@ the random numbers of another (the initial weights).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import platform
@@ -41,18 +42,40 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 def use_system_allocator() -> None:
     """Arrow allocates through the C library's malloc, not its bundled mimalloc, unless the user
-    chose a pool (``ARROW_DEFAULT_MEMORY_POOL``). mimalloc keeps what a thread frees for that
-    thread to reuse: after the split's Arrow scans, 50-100 MB stayed resident for the rest of a
-    train at ML-25M size; with malloc, large buffers are returned to the system when freed
-    (train at 25 M ratings, --memory-budget-mb 128: peak 1,344 -> 1,285 MB; evaluate -100 MB).
-    Done once, when this module is first imported: buffers already allocated stay with their pool."""
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        import pyarrow as pa
+    chose a pool (``ARROW_DEFAULT_MEMORY_POOL``, which ``bonmf_pipe/__init__.py`` sets to
+    ``system`` otherwise, for Arrow's C++ code: its scans and Parquet readers do not use the pool
+    pyarrow is told about). mimalloc keeps what a thread frees for that thread to reuse: a
+    train at ML-25M size held 50-100 MB of freed scan buffers to its end (train at 25 M ratings:
+    peak 1,344 -> 1,285 MB, then -60 MB more once the C++ side used malloc too; evaluate -100
+    MB); Arrow's jemalloc kept ~85 MB the same way. Done once, when this module is first
+    imported: buffers already allocated stay with their pool."""
+    import pyarrow as pa
 
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") == "system":  # pyarrow may have been imported first
         pa.set_memory_pool(pa.system_memory_pool())
 
 
 use_system_allocator()
+
+
+def trim_heap() -> None:
+    """Hand the free pages inside the C heap back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). malloc returns a freed block to the system only from the top of its heap, so the
+    buffers a stage frees between longer-lived ones stay resident; the trainer calls this once
+    per shuffle buffer and before its evaluation, the evaluation every few score batches (a few
+    milliseconds each; at ML-25M size up to 100 MB less resident)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 # -- the torchrun world ---------------------------------------------------------------------------

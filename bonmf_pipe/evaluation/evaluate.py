@@ -39,6 +39,7 @@ from bonmf_pipe.featurestore.runs import list_runs, read_run_config, run_dir
 from bonmf_pipe.featurestore.store import Store, settings_dict, write_parquet_atomic
 from bonmf_pipe.featurestore.views import EVALUATION
 from bonmf_pipe.progress import ProgressCallback, Reporter
+from bonmf_pipe.runtime import trim_heap
 from bonmf_pipe.trainer import load_scorer
 
 EVALUATION_JSON = "evaluation.json"
@@ -175,6 +176,10 @@ def _ranking_rows(protocol: str, subset: str, acc: M.RankingSums) -> list[dict]:
 
 
 # -- the full-catalogue protocol -------------------------------------------------------------
+# Score batches between two ``trim_heap`` calls (one costs about what scoring a batch does).
+TRIM_EVERY = 8
+
+
 def _full_catalogue(store, con, files, run_id, train_counts, s: EvalSettings, report: Reporter, notes) -> list[dict]:
     scorer = load_scorer(store, run_id)
     new_items = getattr(scorer, "new_items", 0)  # test doubles of the scorer may not say
@@ -191,8 +196,12 @@ def _full_catalogue(store, con, files, run_id, train_counts, s: EvalSettings, re
     task = f"evaluate {run_id}: full catalogue"
     report.begin(task, total=int(chosen.size), unit="users")
     reader = streams.known_rows_stream(con, files, s.threshold, s.chunk_rows)
+    batches = 0
     for group in streams.grouped_by_user(reader, s.chunk_rows):
         for chunk in streams.user_chunks(group, per_batch):
+            batches += 1
+            if batches % TRIM_EVERY == 0:  # each batch frees a few MB of scores and masks
+                trim_heap()
             users, seen, relevant = _user_matrices(chunk, item_ids)
             scores = np.asarray(scorer.score_items(users), dtype=np.float32)
             scores[seen | ~np.isfinite(scores)] = -np.inf

@@ -21,6 +21,7 @@ from bonmf_pipe.errors import StoreError
 from bonmf_pipe.featurestore.io import atomic_write_json
 from bonmf_pipe.featurestore.store import Store, write_parquet_atomic
 
+BEST = "best.safetensors"  # the best epoch's weights, while training with early stopping
 CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
 EPOCHS = "epochs.parquet"

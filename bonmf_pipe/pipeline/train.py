@@ -14,7 +14,7 @@ from bonmf_pipe.evaluation import EvalReport, EvalSettings, evaluate_run
 from bonmf_pipe.featurestore import Store
 from bonmf_pipe.pipeline.tune import load_params, record_params
 from bonmf_pipe.progress import ProgressCallback
-from bonmf_pipe.runtime import world
+from bonmf_pipe.runtime import trim_heap, world
 from bonmf_pipe.trainer import RunResult, TrainSettings, train
 
 
@@ -53,6 +53,7 @@ def train_and_evaluate(
         settings = dataclasses.replace(settings, **chosen)
         given = given | chosen.keys()
     run = train(store, settings, progress, resume=resume, given=given)
+    trim_heap()  # what training freed leaves the process before the evaluation allocates its own
     if not world().is_main:
         return TrainedRun(run, None)
     if choice is not None:

@@ -17,7 +17,8 @@ from bonmf_pipe.featurestore.store import Store
 from bonmf_pipe.progress import ProgressCallback
 from bonmf_pipe.trainer import data
 from bonmf_pipe.trainer.distributed import Dist
-from bonmf_pipe.trainer.models import build_model
+from bonmf_pipe.trainer.models import Optimizer, build_model
+from bonmf_pipe.trainer.models.optim import FusedAdamW
 from bonmf_pipe.trainer.settings import TrainSettings
 from bonmf_pipe.trainer.splits import duckdb_memory_mb, make_split, split_dataset
 
@@ -89,13 +90,31 @@ def new_model(ctx: Context) -> nn.Module:
     return build_model(s, ctx.maps.n_users, ctx.maps.n_item_embeddings, sides, ctx.mean).to(ctx.device)
 
 
-def new_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+def new_optimizer(model: nn.Module, s: TrainSettings) -> Optimizer:
     """The model's own optimiser (its parameter groups); each group remembers its base
     learning rate so the schedule can scale it."""
     opt = model.configure_optimizers(lr=s.lr, weight_decay=s.weight_decay)
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
+    params = list(model.parameters())
+    if isinstance(opt, FusedAdamW) and runtime.world().size == 1 and all(p.device.type == "cpu" for p in params):
+        _row_sparse_gradients(model, opt)
     return opt
+
+
+def _row_sparse_gradients(model: nn.Module, opt: FusedAdamW) -> None:
+    """On the CPU, in one process: the ID embeddings' backward sends only the rows a batch looked
+    up (``sparse=True``), added into gradients the optimiser allocates once (``keep_grads``).
+    A dense embedding backward allocates and zero-fills a table-sized gradient every step (for
+    svd at ML-25M shape 45 MB a step): forward + backward 7.5 -> 4.2 ms a batch of 8,192, an
+    epoch 455k -> 555k ratings/s, and ~50 MB less freed-but-resident malloc heap. The sums are
+    the same bits (tests/trainer/test_train.py).
+    Not under torchrun (DDP all-reduces dense gradients as autograd makes them) nor on a GPU,
+    whose caching allocator reuses the block and where a dense backward is one fast kernel."""
+    for m in model.modules():
+        if isinstance(m, nn.Embedding) and m.weight.requires_grad:
+            m.sparse = True
+    opt.keep_grads()
 
 
 def _rating_stats(dataset) -> tuple[int, float, float, float]:

@@ -101,7 +101,8 @@ def train(
         opt = new_optimizer(model, s)
         early, rows, start = EarlyStop(), [], 1
         if meta is not None:
-            early, rows, start = checkpoint.restore(ctx, model, opt, ckpt_tensors, meta)
+            early, rows, start = checkpoint.restore(folder, model, opt, ckpt_tensors, meta, writes=dist.is_main)
+            ckpt_tensors = None  # the model and the optimiser hold their own copies now
             config = meta["config"]
             config.update(device=str(ctx.device), runtime=runtime.describe(ctx.device, s.threads),
                           distributed=dist.describe())
@@ -157,11 +158,13 @@ def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], star
         # -- validate, checkpoint, log ---------------------------------------------------------
         rmse = valid_rmse(ctx, model)
         report.end(task)
-        early.update(epoch, rmse, model)
+        improved = early.update(epoch, rmse)
         rows.append({"run_id": run_id, "epoch": epoch, "train_loss": loss, "valid_rmse": rmse, "lr": lr,
                      "seconds": seconds, "ratings_per_s": ctx.n_train / max(seconds, 1e-9)})
         if dist.is_main:  # the checkpoint holds the unwrapped model: resumable with any world size
             layout.write_epochs(folder, rows)
+            if improved and s.early_stopping_patience > 0:  # before the checkpoint that names it best
+                checkpoint.save_best(folder, model)
             checkpoint.save(folder, ctx, model, opt, epoch, early, rows, config)
         report.note(f"epoch {epoch}: train MSE {loss:.4f}" + (f", valid RMSE {rmse:.4f}" if rmse is not None else ""))
         # -- the caller's hook (pruning; rank 0 calls it and its answer holds for all) ------------
@@ -170,14 +173,17 @@ def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], star
             report.note(f"stopped after epoch {epoch} by the on_epoch hook")
             break
     # -- finish: the kept weights predict the test rows; record the run -----------------------------
-    if s.early_stopping_patience > 0 and early.best_state is not None:
-        model.load_state_dict(early.best_state)  # restore the best epoch (without early stopping: the last)
     last_epoch = rows[-1]["epoch"] if rows else 0
-    kept = early.best_epoch if s.early_stopping_patience > 0 else last_epoch
+    kept = early.best_epoch if s.early_stopping_patience > 0 else last_epoch  # without early stopping: the last
+    _drop_gradients(opt)
+    if dist.is_main:  # the kept weights into the final checkpoint; then the optimiser's moments go too
+        if kept != last_epoch:
+            checkpoint.load_best(folder, model)
+        checkpoint.save(folder, ctx, model, opt, last_epoch, early, rows, config)
+    opt.state.clear()
     test = None
     if dist.is_main:  # rank 0 alone scores the test rows and writes; the others wait for its figures
         test = write_predictions(ctx, model, folder, run_id)
-        checkpoint.save(folder, ctx, model, opt, last_epoch, early, rows, config)
         config.update(best_epoch=kept, epochs_run=last_epoch, stopped_by=stopped_by, test=test,
                       seconds=config.get("seconds", 0.0) + time.perf_counter() - started)
         runs.mark(folder, config, "done")
@@ -188,3 +194,10 @@ def _epochs_and_finish(ctx, model, opt, early: EarlyStop, rows: list[dict], star
         test_rmse=test["rmse"], test_mae=test["mae"], test_rows=test["rows"], stopped_by=stopped_by,
     )
 
+
+def _drop_gradients(opt) -> None:
+    """Free every gradient (kept ones too): training is over, and the test predictions and the
+    evaluation after them should not carry a copy of the weights they do not need."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            p.grad = None

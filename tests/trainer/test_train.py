@@ -355,3 +355,69 @@ def test_errors_say_what_to_fix(small_store, tmp_path):
     empty = Store.open(tmp_path / "empty", create=True)
     with pytest.raises(StoreError, match="ingest"):
         train(empty, TrainSettings(**FAST))
+
+
+def _checkpoint_weights(run_dir_: Path) -> dict:
+    return {k: v for k, v in load_file(str(run_dir_ / "checkpoint.safetensors")).items() if k.startswith("model/")}
+
+
+def test_the_best_epoch_weights_live_in_their_own_file_and_are_the_ones_kept(small_store, monkeypatch):
+    """Epoch 2 validates best and later epochs worse: its weights (best.safetensors, written when
+    it improved, no copy held in memory) are what the final checkpoint and the predictions use."""
+    module = sys.modules["bonmf_pipe.trainer.train"]
+    rmses = iter([1.0, 0.9, 0.95, 0.97])
+    monkeypatch.setattr(module, "valid_rmse", lambda ctx, model: next(rmses))
+    seen: dict[int, dict] = {}
+    holder: dict[str, Path] = {}
+
+    def on_epoch(epoch, rmse):
+        run = list_runs(small_store)[-1]["run_id"]
+        holder["dir"] = run_dir(small_store, run)
+        seen[epoch] = _checkpoint_weights(holder["dir"])
+        return False
+
+    result = train(small_store, TrainSettings(model="svd", early_stopping_patience=5, **FAST), on_epoch=on_epoch)
+    assert result.best_epoch == 2 and [e["epoch"] for e in result.epochs] == [1, 2, 3, 4]
+    final = load_file(str(result.run_dir / "checkpoint.safetensors"))
+    assert not any(k.startswith("best/") for k in final)  # format 3: no second copy inside
+    best = load_file(str(result.run_dir / "best.safetensors"))
+    for k, v in seen[2].items():
+        assert final[k].numpy().tobytes() == v.numpy().tobytes() == best[k[6:]].numpy().tobytes(), k
+    assert any(final[k].numpy().tobytes() != v.numpy().tobytes() for k, v in seen[4].items())
+    scorer = load_scorer(small_store, result.run_id)  # the predictions come from the kept weights
+    p = pq.read_table(result.run_dir / "predictions.parquet").slice(0, 50)
+    np.testing.assert_array_equal(scorer.predict(p.column("user_id").to_numpy(), p.column("item_id").to_numpy()),
+                                  p.column("prediction").to_numpy())
+
+
+def test_a_format_2_checkpoint_with_its_best_weights_inside_still_resumes(small_store):
+    """Runs of the previous version kept the best weights as "best/" tensors of the checkpoint."""
+    from safetensors.torch import save_file
+
+    settings = TrainSettings(model="svd", **{**FAST, "epochs": 3})
+    full = train(small_store, settings)
+    stopped = train(small_store, settings, on_epoch=lambda epoch, rmse: epoch == 2)
+    folder = stopped.run_dir
+    path = folder / "checkpoint.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    tensors.update({f"best/{k}": v for k, v in load_file(str(folder / "best.safetensors")).items()})
+    save_file(tensors, str(path), metadata={**meta, "format": "bonmf-checkpoint-2"})
+    (folder / "best.safetensors").unlink()
+    resumed = train(small_store, TrainSettings(), resume=stopped.run_id)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+    assert (folder / "best.safetensors").exists()
+    assert (resumed.test_mse, resumed.best_epoch) == (full.test_mse, full.best_epoch)
+
+
+def test_row_sparse_gradients_give_the_same_bits_as_dense_ones(small_store, monkeypatch):
+    """On the CPU the embeddings' gradients are added row by row into gradients kept across steps
+    (no table-sized allocation per step); the weights come out bit for bit as with dense ones."""
+    sparse = train(small_store, TrainSettings(model="svd", **FAST))
+    monkeypatch.setattr(sys.modules["bonmf_pipe.trainer.setup"], "_row_sparse_gradients", lambda model, opt: None)
+    dense = train(small_store, TrainSettings(model="svd", **FAST))
+    ta, tb = (load_file(str(r.run_dir / "checkpoint.safetensors")) for r in (sparse, dense))
+    assert sorted(ta) == sorted(tb)
+    for k in ta:
+        assert ta[k].numpy().tobytes() == tb[k].numpy().tobytes(), k

@@ -2,8 +2,8 @@
 
 Importing this package declares every built-in model family (catalog.py): ``bonmf`` and
 ``nmf`` (the network of models/bonmf.py) and ``svd`` (models/svd.py), without importing
-torch; the network classes, ``RatingModel``, ``Sides`` and ``adamw`` are imported (with
-torch) the first time they are asked for, or when a model is created.
+torch; the network classes, ``RatingModel``, ``Sides``, ``Optimizer`` and ``adamw`` are
+imported (with torch) the first time they are asked for, or when a model is created.
 """
 
 from bonmf_pipe import lazy
@@ -25,6 +25,7 @@ __all__ = [
     "BiasedMF",
     "BoNMF",
     "BoNMFConfig",
+    "Optimizer",
     "RatingModel",
     "SVDConfig",
     "Sides",
@@ -42,5 +43,5 @@ __all__ = [
 ]
 
 __getattr__, __dir__ = lazy.exports(
-    __name__, {"BoNMF": "bonmf", "BiasedMF": "svd", "RatingModel": "base", "Sides": "base", "adamw": "base"}
+    __name__, {"BoNMF": "bonmf", "BiasedMF": "svd", "RatingModel": "base", "Sides": "base", "adamw": "optim", "Optimizer": "base"}
 )

@@ -21,8 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.base import Sides, adamw
+from bonmf_pipe.trainer.models.base import Optimizer, Sides
 from bonmf_pipe.trainer.models.catalog import BoNMFConfig
+from bonmf_pipe.trainer.models.optim import adamw
 
 
 class SideInput(nn.Module):
@@ -125,7 +126,7 @@ class BoNMF(nn.Module):
             return None
         return torch.rand(len(item_pos), device=item_pos.device) < p
 
-    def configure_optimizers(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    def configure_optimizers(self, lr: float, weight_decay: float) -> Optimizer:
         """AdamW with three groups: ID embeddings and biases (regularised by the L2 term of the
         loss instead), the side inputs (``side_weight_decay``, ``side_lr_scale``), the rest."""
         ids = [self.user, self.item, self.user_bias, self.item_bias]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bonmf_pipe.trainer.models.base import Sides, adamw
+from bonmf_pipe.trainer.models.base import Optimizer, Sides
 from bonmf_pipe.trainer.models.catalog import SVDConfig
+from bonmf_pipe.trainer.models.optim import adamw
 
 
 class BiasedMF(nn.Module):
@@ -33,7 +34,7 @@ class BiasedMF(nn.Module):
         pred = self.global_bias + bu + bi + (u * e).sum(1)
         return pred, u.pow(2).sum(1) + e.pow(2).sum(1) + bu.pow(2) + bi.pow(2)
 
-    def configure_optimizers(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    def configure_optimizers(self, lr: float, weight_decay: float) -> Optimizer:
         """AdamW: factors and biases (regularised by the L2 term of the loss), the global bias."""
         embeddings = [p for m in (self.user, self.item, self.user_bias, self.item_bias) for p in m.parameters()]
         groups = [
