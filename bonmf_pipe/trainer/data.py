@@ -48,9 +48,6 @@ MAX_READ_THREADS = 8
 # Rows each indexing job converts: small enough to spread a buffer over the threads and keep
 # each job's temporaries in cache, large enough that the per-job Python overhead is noise.
 INDEX_CHUNK_ROWS = 1 << 16
-# An id map is a dense table over [min id, max id] when that range is at most this many slots
-# per known id (or 2**20 slots in all): 8 bytes a slot, one gather per id instead of a binary search.
-DENSE_SLOTS_PER_ID = 16
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,34 +59,6 @@ def read_threads() -> int:
     ``MAX_READ_THREADS``. The threads are idle while the training thread works on a buffer."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     return max(1, min(MAX_READ_THREADS, runtime.available_cores() // local))
-
-
-class IdIndex:
-    """``position + offset`` of each id in a sorted, unique id array; ``missing`` for the
-    others: exactly ``ids.lookup``, but through a dense table over the id range when the range
-    is compact (MovieLens ids are), one gather per id, ~40x faster than the binary search that
-    otherwise set the streaming read path's speed."""
-
-    def __init__(self, sorted_ids: np.ndarray, offset: int, missing: int):
-        self.sorted_ids, self.offset, self.missing = sorted_ids, offset, missing
-        self.table: np.ndarray | None = None
-        if len(sorted_ids) and sorted_ids.dtype.kind in "iu":
-            self.lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
-            span = hi - self.lo + 1
-            inside = -(2**63) < self.lo and hi < 2**63 - 1  # the slots below and above are int64 too
-            if inside and span <= max(DENSE_SLOTS_PER_ID * len(sorted_ids), 1 << 20):
-                # slot 0 and the last slot stand for every id below / above the range
-                self.table = np.full(span + 2, missing, dtype=np.int64)
-                slots = sorted_ids.astype(np.int64) - self.lo + 1
-                self.table[slots] = np.arange(len(sorted_ids), dtype=np.int64) + offset
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        if self.table is None:
-            return ids.lookup(self.sorted_ids, values, offset=self.offset, missing=self.missing)
-        # clip first (no overflow whatever the ids), then shift into the table's slots in place
-        slots = np.clip(np.asarray(values, dtype=np.int64), self.lo - 1, self.lo + len(self.table) - 2)
-        slots -= self.lo - 1
-        return self.table[slots]
 
 
 @dataclass
@@ -122,12 +91,12 @@ class IdMaps:
 
     # built on first use (the arrays are not changed afterwards)
     @cached_property
-    def _users(self) -> IdIndex:
-        return IdIndex(self.user_ids, offset=1, missing=0)
+    def _users(self) -> ids.IdIndex:
+        return ids.IdIndex(self.user_ids, offset=1, missing=0)
 
     @cached_property
-    def _items(self) -> IdIndex:
-        return IdIndex(self.item_ids, offset=0, missing=len(self.item_ids))
+    def _items(self) -> ids.IdIndex:
+        return ids.IdIndex(self.item_ids, offset=0, missing=len(self.item_ids))
 
     @cached_property
     def _item_index_by_pos(self) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bonmf_pipe.featurestore import ids
 
@@ -26,3 +27,24 @@ def test_empty_id_arrays():
 def test_lookup_values():
     counts = ids.lookup_values(np.array([10, 20, 30]), np.array([4, 1, 9]), np.array([30, 15, 10, 99]), default=0)
     assert counts.tolist() == [9, 0, 4, 0]
+
+
+@pytest.mark.parametrize(("known", "dense"), [
+    (np.array([3, 4, 7, 100, 2_000]), True),  # compact (MovieLens-like): a dense table
+    (np.array([5, 10**12, 2 * 10**12]), False),  # sparse: the binary search
+    (np.array([-(2**62), 0, 2**62]), False),
+    (np.array([2**63 - 3, 2**63 - 2]), True),  # ids at the ends of int64: no overflow
+    (np.array([-(2**63), -(2**63) + 5]), False),
+    (np.array([-7, -3, 0]), True),
+    (np.array([], dtype=np.int64), False),
+])
+def test_id_index_equals_the_binary_search_lookup(known, dense):
+    rng = np.random.default_rng(0)
+    queries = np.concatenate([known, known - 1, known + 1, rng.integers(-50, 3_000, 500),
+                              [np.iinfo(np.int64).min, np.iinfo(np.int64).max]]).astype(np.int64)
+    for offset, missing in ((1, 0), (0, len(known))):
+        index = ids.IdIndex(known, offset=offset, missing=missing)
+        assert (index.table is not None) == dense
+        got = index(queries)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, ids.lookup(known, queries, offset=offset, missing=missing))

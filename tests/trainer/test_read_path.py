@@ -156,27 +156,6 @@ def test_closing_the_consumer_ends_the_read_threads(split):
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize(("known", "dense"), [
-    (np.array([3, 4, 7, 100, 2_000]), True),  # compact (MovieLens-like): a dense table
-    (np.array([5, 10**12, 2 * 10**12]), False),  # sparse: the binary search
-    (np.array([-(2**62), 0, 2**62]), False),
-    (np.array([2**63 - 3, 2**63 - 2]), True),  # ids at the ends of int64: no overflow
-    (np.array([-(2**63), -(2**63) + 5]), False),
-    (np.array([-7, -3, 0]), True),
-    (np.array([], dtype=np.int64), False),
-])
-def test_id_index_equals_the_binary_search_lookup(known, dense):
-    rng = np.random.default_rng(0)
-    queries = np.concatenate([known, known - 1, known + 1, rng.integers(-50, 3_000, 500),
-                              [np.iinfo(np.int64).min, np.iinfo(np.int64).max]]).astype(np.int64)
-    for offset, missing in ((1, 0), (0, len(known))):
-        index = data.IdIndex(known, offset=offset, missing=missing)
-        assert (index.table is not None) == dense
-        got = index(queries)
-        assert got.dtype == np.int64
-        assert np.array_equal(got, ids.lookup(known, queries, offset=offset, missing=missing))
-
-
 def test_id_maps_use_a_dense_table_for_movielens_shaped_ids(split):
     _, _, _, maps = split
     assert maps._users.table is not None and maps._items.table is not None
