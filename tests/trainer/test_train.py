@@ -390,8 +390,10 @@ def test_the_best_epoch_weights_live_in_their_own_file_and_are_the_ones_kept(sma
                                   p.column("prediction").to_numpy())
 
 
-def test_a_format_2_checkpoint_with_its_best_weights_inside_still_resumes(small_store):
-    """Runs of the previous version kept the best weights as "best/" tensors of the checkpoint."""
+@pytest.mark.parametrize("fmt", ["bonmf-checkpoint-3", "bonmf-checkpoint-2"])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result_in_either_checkpoint_format(small_store, fmt):
+    """Format 3 keeps the best weights in best.safetensors; runs of the previous version (format 2)
+    kept them as "best/" tensors of the checkpoint, and still resume."""
     from safetensors.torch import save_file
 
     settings = TrainSettings(model="svd", **{**FAST, "epochs": 3})
@@ -399,12 +401,13 @@ def test_a_format_2_checkpoint_with_its_best_weights_inside_still_resumes(small_
     stopped = train(small_store, settings, on_epoch=lambda epoch, rmse: epoch == 2)
     folder = stopped.run_dir
     path = folder / "checkpoint.safetensors"
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    tensors = load_file(str(path))
-    tensors.update({f"best/{k}": v for k, v in load_file(str(folder / "best.safetensors")).items()})
-    save_file(tensors, str(path), metadata={**meta, "format": "bonmf-checkpoint-2"})
-    (folder / "best.safetensors").unlink()
+    if fmt == "bonmf-checkpoint-2":
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata()
+        tensors = load_file(str(path))
+        tensors.update({f"best/{k}": v for k, v in load_file(str(folder / "best.safetensors")).items()})
+        save_file(tensors, str(path), metadata={**meta, "format": fmt})
+        (folder / "best.safetensors").unlink()
     resumed = train(small_store, TrainSettings(), resume=stopped.run_id)
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
     assert (folder / "best.safetensors").exists()
